@@ -1,0 +1,3 @@
+from vsrft.cli import entry
+
+entry()

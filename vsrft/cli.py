@@ -1,0 +1,168 @@
+"""The `vsrft` command: argument parsing, progress bar, one-line errors and exit codes.
+
+Exit codes: 0 success, 2 bad input or environment (one line on stderr), 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from typing import Callable, Sequence
+
+from vsrft.errors import VsrftError
+
+EXIT_USAGE = 2
+
+
+class ProgressBar:
+    """frames, fps and ETA on one stderr line; silent when stderr is not a terminal."""
+
+    def __init__(self, enabled: bool, label: str = "") -> None:
+        self.enabled = enabled
+        self.label = label
+        self._last = 0.0
+
+    def __call__(self, p) -> None:  # p: vsrft.engine.Progress
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.2 and (p.frames_total is None or p.frames_done < p.frames_total):
+            return
+        self._last = now
+        if p.frames_total:
+            frac = min(1.0, p.frames_done / p.frames_total)
+            bar = "#" * int(frac * 30)
+            eta = (p.frames_total - p.frames_done) / p.fps if p.fps > 0 else 0
+            text = f"\r{self.label}{p.stage} [{bar:<30}] {p.frames_done}/{p.frames_total} frames {p.fps:5.1f} fps ETA {_clock(eta)}"
+        else:
+            text = f"\r{self.label}{p.stage} {p.frames_done} frames {p.fps:5.1f} fps"
+        sys.stderr.write(text + " " * 4)
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self._last:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scale", type=int, default=4, help="upscaling factor (2, 3, 4, ...; built-in models are x4)")
+    p.add_argument("--model", default="vsrft-mse", help="built-in model name (see `vsrft models`) or checkpoint path")
+    p.add_argument("--no-adapt", dest="adapt", action="store_false", default=False,
+                   help="do not fine-tune the network on the video (test-time adaptation is not available yet)")
+    p.add_argument("--tile", type=int, default=512, help="largest LR tile side before frames are tiled (default 512)")
+    p.add_argument("--provider", action="append", default=None, metavar="NAME",
+                   help="ONNX Runtime execution provider to prefer (repeatable); default TensorRT, CUDA, CPU")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info messages")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vsrft", description="Video super-resolution that corrects itself on the video it is given.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details (model, provider, stage times)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("enhance", help="upscale a video file into another")
+    p.add_argument("input")
+    p.add_argument("output")
+    _add_model_args(p)
+    p.add_argument("--codec", default="libx264", help="video encoder (any PyAV/FFmpeg encoder; ffv1 for lossless)")
+    p.add_argument("--crf", type=float, default=18, help="constant rate factor for x264/x265/vp9/av1 (0 = lossless x264)")
+    p.add_argument("--preset", default="veryfast", help="encoder preset (x264/x265/svt-av1)")
+    p.add_argument("--pix-fmt", default=None, help="output pixel format (default yuv420p, yuv444p for odd sizes)")
+    p.set_defaults(func=cmd_enhance)
+
+    p = sub.add_parser("models", help="list the built-in models")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("train", help="train a model from folders of photos and/or clips")
+    p.add_argument("data", nargs="+", help="folders (or files) of photos and videos")
+    p.add_argument("--out", required=True, help="checkpoint to write (a .state.pt beside it allows --resume)")
+    p.add_argument("--channels", type=int, default=32)
+    p.add_argument("--blocks", type=int, default=6)
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--minutes", type=float, default=0.0, help="wall-clock budget (the LR schedule follows it)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr-patch", type=int, default=48)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--gan-weight", type=float, default=0.0, help="> 0 adds the adversarial loss (GAN model)")
+    p.add_argument("--init", default=None, help="start from this model (name or checkpoint)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--log-every", type=int, default=100)
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def cmd_enhance(args: argparse.Namespace) -> int:
+    from vsrft.engine import enhance
+
+    bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
+    try:
+        stats = enhance(args.input, args.output, scale=args.scale, model=args.model, adapt=args.adapt,
+                        codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
+                        tile=args.tile, providers=args.provider, progress=bar)
+    finally:
+        bar.close()
+    logging.getLogger("vsrft").info(
+        "%d frames on %s in %.1f s (%.1f fps); stage seconds: %s", stats.frames, stats.provider,
+        stats.seconds["total"], stats.frames / max(stats.seconds["total"], 1e-9),
+        ", ".join(f"{k} {v:.1f}" for k, v in stats.seconds.items() if k != "total"))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from vsrft.models import checkpoint
+
+    for name in checkpoint.builtin_names():
+        _, info = checkpoint.load(name)
+        cfg = info.config
+        print(f"{name:12s} x{cfg['scale']} {cfg['arch']} {cfg.get('channels')}ch x {cfg.get('blocks')} blocks, "
+              f"{cfg.get('frames', 1)}-frame; {info.meta.get('description', '')}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from vsrft.train.loop import TrainConfig, train
+
+    cfg = TrainConfig(data=args.data, out=args.out, channels=args.channels, blocks=args.blocks, steps=args.steps,
+                      minutes=args.minutes, batch=args.batch, lr_patch=args.lr_patch, lr=args.lr,
+                      gan_weight=args.gan_weight, init=args.init, seed=args.seed, threads=args.threads,
+                      resume=args.resume, log_every=args.log_every,
+                      meta={"command": "vsrft " + " ".join(sys.argv[1:])})
+    train(cfg)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    quiet = getattr(args, "quiet", False)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else (logging.WARNING if quiet else logging.INFO),
+                        format="vsrft: %(message)s", stream=sys.stderr)
+    for noisy in ("PIL", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except VsrftError as exc:
+        print(f"vsrft: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("vsrft: interrupted; no output was written", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,1 @@
+"""Containers: decoding into `Frame`s, encoding and muxing with stream passthrough."""

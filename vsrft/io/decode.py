@@ -1,0 +1,142 @@
+"""Decoding with PyAV: one pass over the container yields video `Frame`s and, in file order,
+the packets of the streams that are copied to the output (audio, subtitles)."""
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+from av.video.reformatter import Interpolation
+
+from vsrft.errors import VsrftError
+from vsrft.frame import Colour, Frame
+
+log = logging.getLogger(__name__)
+
+# Unbiased YUV->RGB (default swscale flags are biased by ~-1 code value, see docs/measured).
+ACCURATE = Interpolation.BICUBIC | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT | Interpolation.FULL_CHR_H_INP
+COPY_TYPES = ("audio", "subtitle")
+MAX_DIMENSION = 16384
+
+
+def _resolve_colour(stream: av.video.stream.VideoStream) -> Colour:
+    cc = stream.codec_context
+    matrix = int(cc.colorspace or 2)
+    rng = int(cc.color_range or 0)
+    fmt = (cc.pix_fmt or "")
+    if matrix in (0, 2, 3):   # RGB / unspecified / reserved: guess the way players do
+        matrix = 1 if (cc.height or 0) >= 720 else 6
+    if rng == 0:
+        rng = 2 if fmt.startswith("yuvj") else 1
+    return Colour(matrix=matrix, range=rng, primaries=int(cc.color_primaries or 2), transfer=int(cc.color_trc or 2))
+
+
+def _swscale_colorspace(matrix: int) -> int:
+    # swscale's SWS_CS_* ids: ITU709=1, FCC=4, ITU601=5, SMPTE240M=7, BT2020=9
+    return {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}.get(matrix, 5)
+
+
+class VideoSource:
+    """An opened input file: its first video stream, colour, timing, and the streams to copy."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise VsrftError(f"input file not found: {self.path}")
+        if self.path.is_dir():
+            raise VsrftError(f"input is a directory, not a video file: {self.path}")
+        if self.path.stat().st_size == 0:
+            raise VsrftError(f"input file is empty: {self.path}")
+        try:
+            self.container = av.open(str(self.path), mode="r")
+        except av.FFmpegError as exc:
+            raise VsrftError(f"cannot open {self.path} as video: {exc.strerror or exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise VsrftError(f"cannot open {self.path}: {exc}") from None
+        videos = [s for s in self.container.streams.video if not _is_attached_pic(s)]
+        if not videos:
+            self.container.close()
+            raise VsrftError(f"no video stream in {self.path}")
+        self.stream = videos[0]
+        self.stream.thread_type = "AUTO"
+        cc = self.stream.codec_context
+        if not cc.width or not cc.height:
+            self.container.close()
+            raise VsrftError(f"video stream of {self.path} has no frame size (unsupported or corrupt)")
+        if cc.width > MAX_DIMENSION or cc.height > MAX_DIMENSION:
+            self.container.close()
+            raise VsrftError(f"video is {cc.width}x{cc.height}; the largest supported side is {MAX_DIMENSION}")
+        self.width, self.height = cc.width, cc.height
+        self.time_base: Fraction = self.stream.time_base or Fraction(1, 90000)
+        self.rate: Fraction | None = self.stream.average_rate or self.stream.guessed_rate
+        self.colour = _resolve_colour(self.stream)
+        self.copy_streams = [s for s in self.container.streams if s.type in COPY_TYPES]
+
+    @property
+    def frame_count_hint(self) -> int | None:
+        """The container's frame count, or duration x rate; for progress bars only, never trusted."""
+        if self.stream.frames:
+            return int(self.stream.frames)
+        if self.stream.duration and self.rate:
+            return int(round(float(self.stream.duration * self.time_base * self.rate)))
+        if self.container.duration and self.rate:
+            return int(round(self.container.duration / av.time_base * float(self.rate)))
+        return None
+
+    def __enter__(self) -> "VideoSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.container.close()
+
+    def to_rgb(self, vf: av.VideoFrame) -> np.ndarray:
+        return vf.to_ndarray(format="rgb24", interpolation=ACCURATE,
+                             src_colorspace=_swscale_colorspace(self.colour.matrix),
+                             src_color_range=self.colour.range)
+
+    def read(self) -> Iterator[Frame | av.Packet]:
+        """Video frames (as `Frame`) and packets of `copy_streams`, interleaved in file order."""
+        index = 0
+        copy_ids = {s.index for s in self.copy_streams}
+        last_pts: int | None = None
+        step = _pts_step(self.rate, self.time_base)
+        try:
+            for packet in self.container.demux([self.stream, *self.copy_streams]):
+                if packet.stream.index in copy_ids:
+                    if packet.dts is not None and packet.size:
+                        yield packet
+                    continue
+                for vf in packet.decode():
+                    if vf.width != self.width or vf.height != self.height:
+                        raise VsrftError(f"frame {index} of {self.path} is {vf.width}x{vf.height}, but the stream "
+                                         f"started at {self.width}x{self.height}: size changes mid-stream are not supported")
+                    pts = vf.pts
+                    if pts is None:
+                        pts = 0 if last_pts is None else last_pts + step
+                    last_pts = pts
+                    yield Frame(rgb=self.to_rgb(vf), index=index, pts=pts, time_base=self.time_base,
+                                key=bool(vf.key_frame))
+                    index += 1
+        except av.FFmpegError as exc:
+            raise VsrftError(f"{self.path} is corrupt or truncated after {index} frames: {exc.strerror or exc}") from None
+        if index == 0:
+            raise VsrftError(f"no decodable video frames in {self.path}")
+
+
+def _pts_step(rate: Fraction | None, tb: Fraction) -> int:
+    if not rate:
+        return 1
+    return max(1, int(round(1 / (rate * tb))))
+
+
+def _is_attached_pic(stream: av.stream.Stream) -> bool:
+    try:
+        return bool(stream.disposition & av.stream.Disposition.attached_pic)
+    except AttributeError:
+        return False

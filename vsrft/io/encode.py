@@ -1,0 +1,187 @@
+"""Encoding and muxing with PyAV into a temporary file that is renamed over the target at the end.
+
+The output keeps the source's video time base, frame timestamps (VFR stays VFR), average
+rate and colour tags; audio and subtitle packets are copied unchanged where the container
+can hold them.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from vsrft.errors import VsrftError
+from vsrft.frame import Colour, Frame
+from vsrft.io.decode import ACCURATE, VideoSource, _swscale_colorspace
+
+log = logging.getLogger(__name__)
+
+# Codecs each container family can hold when copied (others are dropped with a warning).
+_MP4_OK = {"aac", "mp3", "ac3", "eac3", "opus", "alac", "flac", "mov_text", "dts", "mp2"}
+_CONTAINER_ALLOWS = {
+    "mp4": _MP4_OK, "mov": _MP4_OK | {"pcm_s16le", "pcm_s24le", "pcm_s16be"}, "m4v": _MP4_OK,
+    "webm": {"opus", "vorbis", "webvtt"},
+}
+
+
+class VideoSink:
+    """An output file being written. Call `write()` per frame and `mux()` per copied packet,
+    then `close()` to finish and atomically rename; `abort()` removes the temporary file."""
+
+    def __init__(self, path: str | Path, source: VideoSource, width: int, height: int, *,
+                 codec: str = "libx264", crf: float | None = 18, preset: str | None = "veryfast",
+                 pix_fmt: str | None = None, options: dict[str, str] | None = None) -> None:
+        self.path = Path(path)
+        self.source = source
+        parent = self.path.parent if str(self.path.parent) else Path(".")
+        if not parent.is_dir():
+            raise VsrftError(f"output directory does not exist: {parent}")
+        if self.path.exists() and self.path.is_dir():
+            raise VsrftError(f"output path is a directory: {self.path}")
+        if self.path.resolve() == source.path.resolve():
+            raise VsrftError("output path is the same file as the input")
+        try:
+            codec_obj = av.Codec(codec, "w")
+        except Exception:
+            raise VsrftError(f"unknown or unavailable encoder: {codec}") from None
+        if codec_obj.type != "video":
+            raise VsrftError(f"encoder {codec} is not a video encoder")
+        suffix = self.path.suffix or ".mkv"
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".partial" + suffix, dir=parent)
+            os.close(fd)
+        except OSError as exc:
+            raise VsrftError(f"cannot write to {parent}: {exc.strerror}") from None
+        self.tmp_path = Path(tmp)
+        fmt = _format_for(self.path)
+        try:
+            self.container = av.open(str(self.tmp_path), mode="w", format=fmt)
+        except (av.FFmpegError, ValueError) as exc:
+            self.tmp_path.unlink(missing_ok=True)
+            raise VsrftError(f"cannot write {self.path}: unknown container for extension {suffix!r} ({exc})") from None
+        try:
+            self._setup_video(codec, width, height, crf, preset, pix_fmt, options or {})
+            self._setup_copies()
+        except BaseException:
+            self.abort()
+            raise
+        self.frames_written = 0
+        self._closed = False
+
+    def _setup_video(self, codec: str, width: int, height: int, crf: float | None, preset: str | None,
+                     pix_fmt: str | None, options: dict[str, str]) -> None:
+        src = self.source
+        rate = src.rate or Fraction(25)
+        stream = self.container.add_stream(codec, rate=rate)
+        stream.width, stream.height = width, height
+        formats = [f.name for f in (stream.codec_context.codec.video_formats or [])]
+        if pix_fmt is None:
+            pix_fmt = "yuv420p" if (not formats or "yuv420p" in formats) else formats[0]
+            if width % 2 or height % 2:
+                pix_fmt = "yuv444p" if (not formats or "yuv444p" in formats) else pix_fmt
+        elif formats and pix_fmt not in formats:
+            raise VsrftError(f"encoder {codec} does not support pixel format {pix_fmt} (it takes {', '.join(formats)})")
+        stream.pix_fmt = pix_fmt
+        stream.time_base = src.time_base
+        stream.codec_context.time_base = src.time_base
+        colour = src.colour
+        cc = stream.codec_context
+        cc.colorspace, cc.color_range = colour.matrix, colour.range
+        cc.color_primaries, cc.color_trc = colour.primaries, colour.transfer
+        opts = dict(options)
+        if crf is not None and codec in ("libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1"):
+            opts.setdefault("crf", f"{crf:g}")
+        if preset and codec in ("libx264", "libx265", "libsvtav1"):
+            opts.setdefault("preset", preset)
+        stream.options = opts
+        self.video = stream
+        self.pix_fmt = pix_fmt
+        self.colour = colour
+
+    def _setup_copies(self) -> None:
+        allowed = _CONTAINER_ALLOWS.get(self.path.suffix.lower().lstrip("."))
+        self.copies: dict[int, av.stream.Stream] = {}
+        for s in self.source.copy_streams:
+            name = s.codec_context.name if s.codec_context else "?"
+            if allowed is not None and name not in allowed:
+                log.warning("dropping %s stream #%d (%s): %s cannot hold it; use .mkv to keep it",
+                            s.type, s.index, name, self.path.suffix)
+                continue
+            self.copies[s.index] = self.container.add_stream_from_template(s)
+
+    @property
+    def dropped_streams(self) -> int:
+        return len(self.source.copy_streams) - len(self.copies)
+
+    def mux(self, packet: av.Packet) -> None:
+        out = self.copies.get(packet.stream.index)
+        if out is None:
+            return
+        packet.stream = out
+        self._mux(packet)
+
+    def write(self, frame: Frame) -> None:
+        vf = av.VideoFrame.from_ndarray(frame.rgb, format="rgb24")
+        vf = vf.reformat(format=self.pix_fmt, interpolation=ACCURATE,
+                         src_colorspace=_swscale_colorspace(self.colour.matrix), src_color_range=2,
+                         dst_colorspace=_swscale_colorspace(self.colour.matrix), dst_color_range=self.colour.range)
+        vf.pts = frame.pts
+        vf.time_base = frame.time_base
+        vf.color_range = self.colour.range
+        vf.colorspace = self.colour.matrix
+        try:
+            packets = self.video.encode(vf)
+        except av.FFmpegError as exc:
+            raise VsrftError(f"encoder {self.video.codec_context.name} failed at frame {frame.index}: {exc.strerror or exc}") from None
+        for p in packets:
+            self._mux(p)
+        self.frames_written += 1
+
+    def _mux(self, packet: av.Packet) -> None:
+        try:
+            self.container.mux(packet)
+        except av.FFmpegError as exc:
+            raise VsrftError(f"writing {self.path} failed: {exc.strerror or exc}") from None
+        except OSError as exc:
+            raise VsrftError(f"writing {self.path} failed: {exc.strerror or exc}") from None
+
+    def close(self) -> None:
+        """Flush the encoder, finish the file and move it over the target."""
+        if self._closed:
+            return
+        try:
+            for p in self.video.encode(None):
+                self._mux(p)
+            self.container.close()
+        except av.FFmpegError as exc:
+            self.abort()
+            raise VsrftError(f"finishing {self.path} failed: {exc.strerror or exc}") from None
+        except OSError as exc:
+            self.abort()
+            raise VsrftError(f"finishing {self.path} failed: {exc.strerror or exc}") from None
+        except BaseException:
+            self.abort()
+            raise
+        os.replace(self.tmp_path, self.path)
+        self._closed = True
+
+    def abort(self) -> None:
+        """Drop everything written so far; the target path is left untouched."""
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        try:
+            self.container.close()
+        except Exception:  # noqa: BLE001 - already failing; the file is deleted anyway
+            pass
+        self.tmp_path.unlink(missing_ok=True)
+
+
+def _format_for(path: Path) -> str | None:
+    ext = path.suffix.lower().lstrip(".")
+    return {"mkv": "matroska", "m4v": "mp4", "ts": "mpegts", "y4m": "yuv4mpegpipe", "": "matroska"}.get(ext)

@@ -1,0 +1,73 @@
+"""The network as the engine sees it: a loaded model, its ONNX runtime, and the output resampler.
+
+The built-in networks are x4. For another scale the x4 output is resampled to the
+requested size with the same antialiased bicubic the degradation operator uses, so that
+adaptation can differentiate through exactly what the runtime computes.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch.nn as nn
+
+from vsrft.degradation import resize_matrix
+from vsrft.errors import VsrftError
+from vsrft.models import checkpoint
+from vsrft.models.checkpoint import ModelInfo
+from vsrft.runtime.export import cached_export
+from vsrft.runtime.session import Runtime
+
+log = logging.getLogger(__name__)
+SUPPORTED_SCALES = (1, 2, 3, 4, 5, 6, 7, 8)
+
+
+@dataclass
+class Network:
+    module: nn.Module
+    info: ModelInfo
+    runtime: Runtime
+    scale: int
+
+    @classmethod
+    def load(cls, model: str, scale: int, *, providers: list[str] | None = None, threads: int = 0,
+             tile: int = 512) -> "Network":
+        if scale not in SUPPORTED_SCALES:
+            raise VsrftError(f"scale must be one of {', '.join(map(str, SUPPORTED_SCALES))}, got {scale}")
+        module, info = checkpoint.load(model)
+        if scale > info.scale:
+            log.warning("model %s is x%d; x%d output is resampled from it and will be soft", info.name, info.scale, scale)
+        radius = int(getattr(module, "receptive_radius", 16))
+        onnx_bytes = cached_export(module, 3 * info.frames, key=repr(sorted(info.config.items())))
+        runtime = Runtime(onnx_bytes, info.scale, radius, providers=providers, threads=threads, tile=tile)
+        log.info("model %s (%s) on %s", info.name, info.config, runtime.provider)
+        return cls(module, info, runtime, scale)
+
+    @property
+    def frames(self) -> int:
+        return self.info.frames
+
+    def upscale(self, window: list[np.ndarray]) -> np.ndarray:
+        """window: `frames` RGB uint8 (h, w, 3) arrays, centre in the middle -> (s*h, s*w, 3) uint8."""
+        if self.frames == 1:
+            window = [window[len(window) // 2]]
+        stacked = np.concatenate(window, axis=2).transpose(2, 0, 1).astype(np.float32) * np.float32(1 / 255)
+        hr = self.runtime.run(np.ascontiguousarray(stacked))
+        hr = self.resample(hr, window[0].shape[0], window[0].shape[1])
+        return to_uint8(hr)
+
+    def resample(self, hr: np.ndarray, h: int, w: int) -> np.ndarray:
+        """(3, S*h, S*w) at the model's scale S -> (3, s*h, s*w) at the requested scale s."""
+        if self.scale == self.info.scale:
+            return hr
+        mh, mw = resize_matrix(hr.shape[1], self.scale * h), resize_matrix(hr.shape[2], self.scale * w)
+        return np.matmul(np.matmul(mh, hr), mw.T)
+
+
+def to_uint8(chw: np.ndarray) -> np.ndarray:
+    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8, rounded."""
+    hwc = chw.transpose(1, 2, 0) * np.float32(255)
+    hwc += np.float32(0.5)
+    np.clip(hwc, 0, 255, out=hwc)
+    return hwc.astype(np.uint8)

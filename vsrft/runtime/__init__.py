@@ -1,0 +1,1 @@
+"""Inference: ONNX export (once per architecture and weights), ONNX Runtime sessions, tiling."""
