@@ -5,10 +5,12 @@ Exit codes: 0 success, 2 bad input or environment (one line on stderr), 130 inte
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Sequence
 
 from vsrft.errors import VsrftError
 
@@ -54,8 +56,23 @@ def _clock(seconds: float) -> str:
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=int, default=4, help="upscaling factor (2, 3, 4, ...; built-in models are x4)")
     p.add_argument("--model", default="vsrft-mse", help="built-in model name (see `vsrft models`) or checkpoint path")
-    p.add_argument("--no-adapt", dest="adapt", action="store_false", default=False,
-                   help="do not fine-tune the network on the video (test-time adaptation is not available yet)")
+    p.add_argument("--no-adapt", dest="adapt", action="store_false", default=True,
+                   help="do not fine-tune the network on the video (adaptation is on by default)")
+    p.add_argument("--blur", type=float, default=None, metavar="SIGMA",
+                   help="the video is blurred by a Gaussian of this sigma (HR pixels) before downsampling")
+    p.add_argument("--kernel", default=None, metavar="K.npy", help="blur kernel of the video, a 2-D .npy array")
+    p.add_argument("--adapt-every", type=float, default=None, metavar="SECONDS",
+                   help="adapt again every SECONDS inside long shots (default: once per shot)")
+    p.add_argument("--adapt-steps", type=int, default=None, help="step budget per keyframe")
+    p.add_argument("--adapt-seconds", type=float, default=None, help="time budget per keyframe")
+    p.add_argument("--adapt-lr", type=float, default=None, help="fine-tuning learning rate")
+    p.add_argument("--adapt-sync", action="store_true",
+                   help="deterministic adaptation (each shot's frames wait for its weights; currently always so)")
+    p.add_argument("--warm-start", action="store_true", help="start each shot's adaptation from the previous shot's weights")
+    p.add_argument("--project", action="store_true",
+                   help="finish each frame with the exact data-consistency projection x + A+(y - Ax)")
+    p.add_argument("--report", default=None, metavar="RUN.json", help="write every adaptation decision and stage time here")
+    p.add_argument("--save-adapted", default=None, metavar="DIR", help="save the adapted weights (checkpoint + ONNX)")
     p.add_argument("--tile", type=int, default=512, help="largest LR tile side before frames are tiled (default 512)")
     p.add_argument("--provider", action="append", default=None, metavar="NAME",
                    help="ONNX Runtime execution provider to prefer (repeatable); default TensorRT, CUDA, CPU")
@@ -100,16 +117,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def make_enhancer(args: argparse.Namespace):
+    """The Enhancer every frame-processing subcommand shares, built from the common options."""
+    from vsrft.adapt import AdaptConfig
+    from vsrft.engine import Enhancer
+
+    cfg = AdaptConfig()
+    for name, value in (("steps", args.adapt_steps), ("seconds", args.adapt_seconds), ("lr", args.adapt_lr)):
+        if value is not None:
+            setattr(cfg, name, value)
+    if args.blur is not None and args.blur < 0:
+        raise VsrftError(f"--blur must be >= 0, got {args.blur}")
+    if args.kernel is not None and not Path(args.kernel).is_file():
+        raise VsrftError(f"kernel file not found: {args.kernel}")
+    return Enhancer(scale=args.scale, model=args.model, adapt=args.adapt, blur=args.blur, kernel=args.kernel,
+                    project=args.project, adapt_config=cfg, adapt_every=args.adapt_every,
+                    warm_start=args.warm_start, tile=args.tile, providers=args.provider)
+
+
+def write_outputs(args: argparse.Namespace, enhancer) -> None:
+    if args.report:
+        Path(args.report).write_text(json.dumps(enhancer.report(), indent=2, default=str))
+    if args.save_adapted:
+        enhancer.save_adapted(args.save_adapted)
+
+
 def cmd_enhance(args: argparse.Namespace) -> int:
     from vsrft.engine import enhance
+    from vsrft.io.decode import VideoSource
 
+    VideoSource(args.input).close()          # fail on a bad input before loading the model
+    enhancer = make_enhancer(args)
     bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
     try:
-        stats = enhance(args.input, args.output, scale=args.scale, model=args.model, adapt=args.adapt,
-                        codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt,
-                        tile=args.tile, providers=args.provider, progress=bar)
+        stats = enhance(args.input, args.output, codec=args.codec, crf=args.crf, preset=args.preset,
+                        pix_fmt=args.pix_fmt, progress=bar, enhancer=enhancer)
     finally:
         bar.close()
+    write_outputs(args, enhancer)
     logging.getLogger("vsrft").info(
         "%d frames on %s in %.1f s (%.1f fps); stage seconds: %s", stats.frames, stats.provider,
         stats.seconds["total"], stats.frames / max(stats.seconds["total"], 1e-9),

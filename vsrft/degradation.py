@@ -169,3 +169,24 @@ def resize_torch_with(x: "torch.Tensor", mh: np.ndarray, mw: np.ndarray) -> "tor
 def resize_torch(x: "torch.Tensor", out_h: int, out_w: int) -> "torch.Tensor":
     """Differentiable antialiased bicubic resize of (N, C, H, W), identical to `resize`."""
     return resize_torch_with(x, resize_matrix(x.shape[-2], out_h), resize_matrix(x.shape[-1], out_w))
+
+
+@lru_cache(maxsize=32)
+def _pinv(m_bytes: bytes, shape: tuple[int, int], rcond: float) -> np.ndarray:
+    m = np.frombuffer(m_bytes, dtype=np.float32).reshape(shape).astype(np.float64)
+    return np.linalg.pinv(m, rcond=rcond).astype(np.float32)
+
+
+def project(hr: np.ndarray, lr: np.ndarray, op: Degradation, strength: float = 1.0) -> np.ndarray:
+    """Exact data-consistency projection x + A^+ (y - A x) for a separable A.
+
+    hr: (3, H, W) float, lr: (3, h, w) float -> (3, H, W). A = Mh (x) Mw, so A^+ = Mh^+ (x) Mw^+.
+    `strength` < 1 damps it for compressed or noisy inputs. Fixes only what y constrains.
+    """
+    if op.kernel is not None:
+        raise ValueError("the projection needs a separable operator (Gaussian or no blur), not a 2-D kernel")
+    mh, mw = op.axis_matrices(hr.shape[1], hr.shape[2])
+    ph = _pinv(mh.tobytes(), mh.shape, 1e-4)
+    pw = _pinv(mw.tobytes(), mw.shape, 1e-4)
+    residual = lr - np.matmul(np.matmul(mh, hr), mw.T)
+    return hr + strength * np.matmul(np.matmul(ph, residual), pw.T)

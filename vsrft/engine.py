@@ -19,10 +19,14 @@ from typing import Any, Callable, Iterable, Iterator
 import av
 import numpy as np
 
+import torch
+
+from vsrft.adapt import AdaptConfig, AdaptResult, KeyframePolicy, finetune
+from vsrft.degradation import Degradation, project
 from vsrft.errors import VsrftError
 from vsrft.frame import Frame
-from vsrft.network import Network
-from vsrft.windows import CutDetector, WindowAssembler
+from vsrft.network import Network, to_uint8
+from vsrft.windows import CutDetector, Window, WindowAssembler
 
 log = logging.getLogger(__name__)
 
@@ -58,24 +62,55 @@ class Stats:
 
 
 class Enhancer:
-    """Upscales a stream of frames with a 5-frame VSR network.
+    """Upscales a stream of frames with a 5-frame VSR network that adapts itself to the stream.
 
     `process(frames)` accepts H x W x 3 uint8 RGB arrays, `av.VideoFrame`s or `vsrft.Frame`s
-    and yields the same kind, upscaled, with at most two frames of latency.
+    and yields the same kind, upscaled, in order, one for one. Latency is two frames, plus
+    `adapt_config.frames` at each keyframe when adapting (the shot's first frames are held
+    back until the weights for the shot are chosen, so a shot never changes weights midway
+    unless `adapt_every` asks for it; then old and new outputs are blended over
+    `blend_frames`).
+
+    State: the current weights, the adaptation reports, the position in the stream.
     """
 
-    def __init__(self, scale: int = 4, model: str = DEFAULT_MODEL, adapt: bool = False,
-                 blur: float | None = None, *, tile: int = 512, providers: list[str] | None = None,
-                 threads: int = 0) -> None:
-        if adapt:
-            raise VsrftError("test-time adaptation is not available yet; run with adapt=False (--no-adapt)")
+    def __init__(self, scale: int = 4, model: str = DEFAULT_MODEL, adapt: bool = True,
+                 blur: float | None = None, *, kernel: str | None = None, project: bool = False,
+                 adapt_config: AdaptConfig | None = None, adapt_every: float | None = None,
+                 warm_start: bool = False, blend_frames: int = 8, tile: int = 512,
+                 providers: list[str] | None = None, threads: int = 0,
+                 on_adapt: Callable[[AdaptResult], None] | None = None) -> None:
         self.scale = scale
         self.network = Network.load(model, scale, providers=providers, threads=threads, tile=tile)
+        if kernel is not None:
+            self.degradation = Degradation.from_kernel_file(kernel, scale)
+        else:
+            self.degradation = Degradation(scale=scale, blur_sigma=float(blur or 0.0))
+        if project and self.degradation.kernel is not None:
+            raise VsrftError("--project needs a Gaussian or no blur; it does not support --kernel")
+        self.project = project
+        self.adapt = adapt
+        self.adapt_config = adapt_config or AdaptConfig()
+        self.policy = KeyframePolicy(every_s=adapt_every)
+        self.warm_start = warm_start
+        self.blend_frames = blend_frames
+        self.on_adapt = on_adapt
+        self.reports: list[AdaptResult] = []
         self.stats = Stats(provider=self.network.runtime.provider)
+        self._pretrained = {k: v.detach().clone() for k, v in self.network.module.state_dict().items()}
+        self._current = self._pretrained
+        self._pending: list[Window[Frame]] = []
+        self._blend: tuple[object, int] | None = None     # (old session, frames left)
+        self.on_stage: Callable[[str], None] | None = None  # told "adapting" / "upscaling"
 
     @property
     def provider(self) -> str:
         return self.network.runtime.provider
+
+    @property
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The weights in use now (the adapted ones after an accepted adaptation)."""
+        return self._current
 
     def process(self, frames: Iterable[Any]) -> Iterator[Any]:
         cuts = CutDetector()
@@ -94,17 +129,106 @@ class Enhancer:
             self.stats.cuts += cut
             self.stats.seconds["windows"] += time.perf_counter() - t0
             for w in windows.push(frame, cut):
-                yield _like(self._upscale(w.items), kind)
+                for out in self._route(w):
+                    yield _like(out, kind)
         for w in windows.flush():
-            yield _like(self._upscale(w.items), kind)
+            for out in self._route(w):
+                yield _like(out, kind)
+        for out in self._drain():
+            yield _like(out, kind)
+
+    def _route(self, w: Window[Frame]) -> Iterator[Frame]:
+        """Infer now, or hold the window back while collecting a keyframe's adaptation data."""
+        if not self.adapt:
+            yield self._upscale(w.items)
+            return
+        if self._pending and (w.shot_start or len(self._pending) >= self.adapt_config.frames):
+            yield from self._drain()
+        centre = w.centre
+        if self.policy.should_adapt(centre.index, centre.time, w.shot_start):
+            self._pending = [w]
+        elif self._pending:
+            self._pending.append(w)
+        else:
+            yield self._upscale(w.items)
+
+    def _drain(self) -> Iterator[Frame]:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        self._adapt(pending)
+        for w in pending:
+            yield self._upscale(w.items)
+
+    def _adapt(self, pending: list[Window[Frame]]) -> None:
+        t0 = time.perf_counter()
+        if self.on_stage:
+            self.on_stage("adapting")
+        key = pending[0]
+        shot_start = key.shot_start
+        start = self._current if (self.warm_start or not shot_start) else self._pretrained
+        module = self.network.module
+        module.load_state_dict(start)
+        data = [self.network.stack([f.rgb for f in w.items]) for w in pending]
+        state, result = finetune(module, data, self.degradation, self.network.info.scale, self.adapt_config,
+                                 frame_index=key.centre.index, time_s=key.centre.time)
+        new = state if state is not None else start
+        if new is not self._current:
+            old_session = self.network.runtime.session
+            result.swap_seconds = self.network.swap(new)
+            if not shot_start and self.blend_frames > 0:
+                self._blend = (old_session, self.blend_frames)
+            self._current = new
+        log.info("adaptation at frame %d: %s in %.1f s (%d steps)", result.frame_index, result.reason,
+                 result.seconds, result.steps)
+        self.reports.append(result)
+        self.stats.seconds["adaptation"] += time.perf_counter() - t0
+        if self.on_adapt:
+            self.on_adapt(result)
+        if self.on_stage:
+            self.on_stage("upscaling")
 
     def _upscale(self, window: list[Frame]) -> Frame:
         t0 = time.perf_counter()
         centre = window[len(window) // 2]
-        hr = self.network.upscale([f.rgb for f in window])
+        rgbs = [f.rgb for f in window]
+        hr = self.network.infer(rgbs)
+        if self._blend is not None:
+            old_session, left = self._blend
+            alpha = np.float32(1 - left / (self.blend_frames + 1))
+            hr = alpha * hr + (1 - alpha) * self.network.infer(rgbs, old_session)
+            self._blend = (old_session, left - 1) if left > 1 else None
+        if self.project:
+            lr = centre.rgb.transpose(2, 0, 1).astype(np.float32) * np.float32(1 / 255)
+            hr = project(hr, lr, self.degradation)
+        out = to_uint8(hr)
         self.stats.seconds["inference"] += time.perf_counter() - t0
         self.stats.frames += 1
-        return centre.with_pixels(hr)
+        return centre.with_pixels(out)
+
+    def report(self) -> dict:
+        """Everything a --report file holds: settings, every adaptation decision, stage times."""
+        return {"model": self.network.info.name, "model_config": self.network.info.config, "scale": self.scale,
+                "degradation": str(self.degradation), "degradation_json": self.degradation.to_json(),
+                "adapt": self.adapt, "adapt_config": self.adapt_config.to_dict(),
+                "adapt_every_s": self.policy.every_s, "project": self.project, "provider": self.provider,
+                "frames": self.stats.frames, "cuts": self.stats.cuts, "seconds": dict(self.stats.seconds),
+                "keyframes": [r.to_dict() for r in self.reports]}
+
+    def save_adapted(self, folder: str | Path) -> Path:
+        """Write the weights in use as a checkpoint and as ONNX, reusable with --model."""
+        from vsrft.models import checkpoint
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        module = self.network.module
+        module.load_state_dict(self._current)
+        meta = {"adapted_from": self.network.info.name, "degradation": str(self.degradation),
+                "degradation_json": self.degradation.to_json(), "reports": [r.to_dict() for r in self.reports]}
+        path = folder / f"{self.network.info.name}-adapted.pt"
+        checkpoint.save(path, module, self.network.info.config, meta)
+        (folder / f"{self.network.info.name}-adapted.onnx").write_bytes(self.network.runtime.proto.SerializeToString())
+        return path
 
 
 def _as_frame(item: Any, index: int) -> tuple[Frame, type]:
@@ -159,12 +283,12 @@ class _Worker(threading.Thread):
             self.error = exc
 
 
-def enhance(src: str | Path, dst: str | Path, *, scale: int = 4, model: str = DEFAULT_MODEL, adapt: bool = False,
-            codec: str = "libx264", crf: float | None = 18, preset: str | None = "veryfast",
-            pix_fmt: str | None = None, tile: int = 512, providers: list[str] | None = None,
-            progress: ProgressCallback | None = None, enhancer: Enhancer | None = None) -> Stats:
-    """Upscale a video file into another: decode, inference and encode run concurrently.
+def enhance(src: str | Path, dst: str | Path, *, codec: str = "libx264", crf: float | None = 18,
+            preset: str | None = "veryfast", pix_fmt: str | None = None,
+            progress: ProgressCallback | None = None, enhancer: Enhancer | None = None, **options: Any) -> Stats:
+    """Upscale a video file into another: decode, inference (and adaptation) and encode run concurrently.
 
+    `options` are `Enhancer`'s (scale, model, adapt, blur, ...), or pass a ready `enhancer`.
     The output appears at `dst` only when complete (written to a temporary file, renamed).
     """
     from vsrft.io.decode import VideoSource
@@ -172,7 +296,7 @@ def enhance(src: str | Path, dst: str | Path, *, scale: int = 4, model: str = DE
 
     source = VideoSource(src)
     try:
-        enh = enhancer or Enhancer(scale=scale, model=model, adapt=adapt, tile=tile, providers=providers)
+        enh = enhancer or Enhancer(**options)
         sink = VideoSink(dst, source, source.width * enh.scale, source.height * enh.scale,
                          codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt)
     except BaseException:
@@ -200,6 +324,7 @@ def enhance(src: str | Path, dst: str | Path, *, scale: int = 4, model: str = DE
             t0 = time.perf_counter()
             for item in source.read():
                 if isinstance(item, Frame):
+                    decoded[0] += 1
                     stats.seconds["decode"] += time.perf_counter() - t0
                     if not put(frames_q, item):
                         return
@@ -216,8 +341,11 @@ def enhance(src: str | Path, dst: str | Path, *, scale: int = 4, model: str = DE
             except queue.Empty:
                 return
 
+    done = [0]
+    if progress:
+        enh.on_stage = lambda stage: progress(Progress(done[0], total, time.perf_counter() - t_start, stage))
+
     def encode() -> None:
-        done = 0
         while True:
             item = out_q.get()
             if item is _END:
@@ -226,9 +354,9 @@ def enhance(src: str | Path, dst: str | Path, *, scale: int = 4, model: str = DE
             drain_packets()
             sink.write(item)
             stats.seconds["encode"] += time.perf_counter() - t0
-            done += 1
+            done[0] += 1
             if progress:
-                progress(Progress(done, total, time.perf_counter() - t_start))
+                progress(Progress(done[0], total, time.perf_counter() - t_start))
 
     def frames_in() -> Iterator[Frame]:
         while True:
@@ -237,14 +365,14 @@ def enhance(src: str | Path, dst: str | Path, *, scale: int = 4, model: str = DE
                 return
             yield item
 
+    decoded = [0]
     decoder = _Worker(decode, "vsrft-decode")
     encoder = _Worker(encode, "vsrft-encode")
     decoder.start()
     encoder.start()
     ok = False
-    n_in = 0
     try:
-        for hr in enh.process(_counting(frames_in(), lambda: None)):
+        for hr in enh.process(frames_in()):
             if encoder.error or not put(out_q, hr):
                 break
         put(out_q, _END)
@@ -254,9 +382,9 @@ def enhance(src: str | Path, dst: str | Path, *, scale: int = 4, model: str = DE
             if w.error:
                 raise w.error
         drain_packets()
-        n_in = stats.frames
-        if sink.frames_written != n_in:
-            raise VsrftError(f"internal error: {n_in} frames upscaled but {sink.frames_written} encoded")
+        if not (decoded[0] == stats.frames == sink.frames_written):
+            raise VsrftError(f"internal error: {decoded[0]} frames decoded, {stats.frames} upscaled, "
+                             f"{sink.frames_written} encoded")
         sink.close()
         ok = True
     finally:
@@ -268,7 +396,3 @@ def enhance(src: str | Path, dst: str | Path, *, scale: int = 4, model: str = DE
         source.close()
     stats.seconds["total"] = time.perf_counter() - t_start
     return stats
-
-
-def _counting(it: Iterator[Frame], _: Callable[[], None]) -> Iterator[Frame]:
-    yield from it

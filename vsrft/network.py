@@ -10,6 +10,8 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import onnxruntime as ort
+import torch
 import torch.nn as nn
 
 from vsrft.degradation import resize_matrix
@@ -48,14 +50,21 @@ class Network:
     def frames(self) -> int:
         return self.info.frames
 
-    def upscale(self, window: list[np.ndarray]) -> np.ndarray:
-        """window: `frames` RGB uint8 (h, w, 3) arrays, centre in the middle -> (s*h, s*w, 3) uint8."""
+    def stack(self, window: list[np.ndarray]) -> np.ndarray:
+        """`frames` RGB uint8 (h, w, 3) arrays -> (3*frames, h, w) uint8, the network's input layout."""
         if self.frames == 1:
             window = [window[len(window) // 2]]
-        stacked = np.concatenate(window, axis=2).transpose(2, 0, 1).astype(np.float32) * np.float32(1 / 255)
-        hr = self.runtime.run(np.ascontiguousarray(stacked))
-        hr = self.resample(hr, window[0].shape[0], window[0].shape[1])
-        return to_uint8(hr)
+        return np.ascontiguousarray(np.concatenate(window, axis=2).transpose(2, 0, 1))
+
+    def infer(self, window: list[np.ndarray], session: ort.InferenceSession | None = None) -> np.ndarray:
+        """-> (3, s*h, s*w) float32 at the requested scale."""
+        stacked = self.stack(window).astype(np.float32) * np.float32(1 / 255)
+        hr = self.runtime.run(stacked, session)
+        return self.resample(hr, window[0].shape[0], window[0].shape[1])
+
+    def upscale(self, window: list[np.ndarray]) -> np.ndarray:
+        """window: RGB uint8 (h, w, 3) arrays, centre in the middle -> (s*h, s*w, 3) uint8."""
+        return to_uint8(self.infer(window))
 
     def resample(self, hr: np.ndarray, h: int, w: int) -> np.ndarray:
         """(3, S*h, S*w) at the model's scale S -> (3, s*h, s*w) at the requested scale s."""
@@ -63,6 +72,11 @@ class Network:
             return hr
         mh, mw = resize_matrix(hr.shape[1], self.scale * h), resize_matrix(hr.shape[2], self.scale * w)
         return np.matmul(np.matmul(mh, hr), mw.T)
+
+    def swap(self, state: dict[str, torch.Tensor]) -> float:
+        """Put new weights into the running session (no re-export); returns seconds."""
+        return self.runtime.swap_weights({k: v.detach().cpu().numpy() for k, v in state.items()
+                                          if k in self.runtime.weight_names})
 
 
 def to_uint8(chw: np.ndarray) -> np.ndarray:

@@ -90,22 +90,31 @@ class Runtime:
     def provider(self) -> str:
         return self.session.get_providers()[0]
 
-    def run(self, window: np.ndarray) -> np.ndarray:
-        """window (C, h, w) float32 in [0, 1] -> (3, s*h, s*w) float32, tiled when large."""
+    @property
+    def weight_names(self) -> set[str]:
+        return set(self._initializer_index)
+
+    def run(self, window: np.ndarray, session: ort.InferenceSession | None = None) -> np.ndarray:
+        """window (C, h, w) float32 in [0, 1] -> (3, s*h, s*w) float32, tiled when large.
+
+        `session` runs an earlier session instead (to blend old and new weights after a swap).
+        """
+        sess = session or self.session
         c, h, w = window.shape
         ys, xs = self.plan.spans(h), self.plan.spans(w)
         if len(ys) == 1 and len(xs) == 1:
-            return self._infer(window)
+            return self._infer(sess, window)
         s = self.scale
         out = np.empty((3, s * h, s * w), np.float32)
         for r0, r1, k0, k1 in ys:
             for c0, c1, j0, j1 in xs:
-                hr = self._infer(np.ascontiguousarray(window[:, r0:r1, c0:c1]))
+                hr = self._infer(sess, np.ascontiguousarray(window[:, r0:r1, c0:c1]))
                 out[:, s * k0:s * k1, s * j0:s * j1] = hr[:, s * (k0 - r0):s * (k1 - r0), s * (j0 - c0):s * (j1 - c0)]
         return out
 
-    def _infer(self, window: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"window": window[None]})[0][0]
+    @staticmethod
+    def _infer(session: ort.InferenceSession, window: np.ndarray) -> np.ndarray:
+        return session.run(None, {"window": window[None]})[0][0]
 
     def swap_weights(self, state: dict[str, np.ndarray]) -> float:
         """Replace the graph's initializers with new weights and open a new session; returns seconds.

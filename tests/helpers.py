@@ -1,0 +1,184 @@
+"""Helpers for the tests: running the real CLI, making clips with the real ffmpeg binary, reading files back."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "samples" / "concert.mp4"
+
+# ---------------------------------------------------------------- models
+
+
+def random_vsrnet(channels: int = 8, blocks: int = 1, seed: int = 0, noise: float = 0.05):
+    """A VSRNet whose weights carry small random noise, so its output is not plain bicubic."""
+    import torch
+
+    from vsrft.models.vsrnet import VSRNet
+
+    torch.manual_seed(seed)
+    model = VSRNet(channels=channels, blocks=blocks)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * noise)
+    return model.eval()
+
+
+# ---------------------------------------------------------------- running the CLI
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def stderr_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.strip()]
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env.pop("PYTHONWARNINGS", None)
+    return env
+
+
+def vsrft(*args: object, timeout: float = 300) -> Run:
+    """Run the real `vsrft` console command (`python -m vsrft ...`) and capture its output."""
+    proc = subprocess.run([sys.executable, "-m", "vsrft", *map(str, args)], capture_output=True, text=True,
+                          env=cli_env(), timeout=timeout, stdin=subprocess.DEVNULL)
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+# ---------------------------------------------------------------- clips
+
+def ffmpeg(*args: object) -> None:
+    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg failed ({' '.join(cmd)}):\n{proc.stderr}")
+
+
+SRT = """1
+00:00:00,000 --> 00:00:00,400
+first line
+
+2
+00:00:00,500 --> 00:00:00,900
+second line
+"""
+
+# VFR timestamps: 24 fps with jitter and a 0.25 s pause after frame 10 (all distinct, increasing).
+VFR_EXPR = "'(N/24 + 0.01*mod(N,3) + 0.25*gte(N,10))/TB'"
+
+
+def _clip_recipes(d: Path) -> dict[str, tuple[str, list[object]]]:
+    tsrc = lambda s="64x48", r=24, frames=24: ["-f", "lavfi", "-i", f"testsrc2=s={s}:r={r},trim=end_frame={frames}"]
+    sine = lambda d=1.0: ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={d}"]
+    srt = d / "subs.srt"
+    srt.write_text(SRT)
+    return {
+        # container/codec matrix
+        "mp4": ("mp4", [*tsrc(), *sine(), "-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "veryfast",
+                        "-c:a", "aac", "-b:a", "64k", "-shortest"]),
+        "mkv": ("mkv", [*tsrc(frames=20), *sine(20 / 24), "-i", srt, "-map", "0:v", "-map", "1:a", "-map", "2:s",
+                        "-c:v", "ffv1", "-c:a", "flac", "-c:s", "srt"]),
+        "avi": ("avi", [*tsrc(frames=18), *sine(), "-c:v", "mpeg4", "-q:v", "3", "-c:a", "libmp3lame", "-shortest"]),
+        "webm": ("webm", [*tsrc(frames=12), *sine(0.5), "-c:v", "libvpx-vp9", "-deadline", "realtime",
+                          "-cpu-used", "8", "-b:v", "200k", "-c:a", "libopus", "-shortest"]),
+        "mov": ("mov", [*tsrc(frames=16), *sine(), "-c:v", "mjpeg", "-q:v", "3", "-pix_fmt", "yuvj422p",
+                        "-c:a", "pcm_s16le", "-shortest"]),
+        # an odd frame size, 4:4:4 so the source itself needs no even dimensions
+        "odd": ("mp4", [*tsrc(frames=14), "-vf", "scale=67:41,format=yuv444p", "-c:v", "libx264", "-preset", "veryfast"]),
+        # a BT.709 tagged clip (most clips are untagged)
+        "bt709": ("mp4", [*tsrc(frames=12), "-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "veryfast",
+                          "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
+                          "-color_range", "tv"]),
+        # two unrelated shots: 12 frames of testsrc2, then 12 of a Mandelbrot zoom
+        "cut": ("mp4", ["-f", "lavfi", "-i", "testsrc2=s=64x48:r=24,trim=end_frame=12,setpts=PTS-STARTPTS",
+                        "-f", "lavfi", "-i", "mandelbrot=s=64x48:r=24,trim=end_frame=12,setpts=PTS-STARTPTS",
+                        "-filter_complex", "[0:v][1:v]concat=n=2:v=1:a=0,format=yuv420p[v]", "-map", "[v]",
+                        "-c:v", "libx264", "-preset", "veryfast"]),
+        # a fast camera pan over one big picture: one shot, no cut anywhere
+        "pan": ("mp4", ["-f", "lavfi", "-i", "mandelbrot=s=480x240:r=24,trim=end_frame=1,loop=loop=29:size=1",
+                        "-vf", "crop=96:72:x=n*8:y=40+n*2,setpts=N/24/TB", "-c:v", "libx264", "-preset", "veryfast",
+                        "-pix_fmt", "yuv420p", "-g", "4"]),
+        # irregular timestamps in an mp4 (passthrough keeps them)
+        "vfr": ("mp4", [*tsrc(frames=20), "-vf", f"settb=1/1000,setpts={VFR_EXPR}", "-fps_mode", "passthrough", "-enc_time_base", "1/1000",
+                        "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+                        "-video_track_timescale", "1000"]),
+        # no video at all
+        "audio_only": ("m4a", [*sine(), "-c:a", "aac"]),
+        # long enough to be interrupted mid-run
+        "long": ("mp4", [*tsrc("160x120", frames=1500), "-c:v", "libx264", "-preset", "ultrafast",
+                         "-pix_fmt", "yuv420p"]),
+    }
+
+
+# ---------------------------------------------------------------- reading files back
+
+@dataclass
+class Probe:
+    width: int
+    height: int
+    times: list[float]          # presentation time of each video frame, seconds, in decode order of output
+    colorspace: int
+    color_range: int
+    color_primaries: int
+    color_trc: int
+    stream_types: list[str]
+
+
+def probe(path: Path) -> Probe:
+    """Decode every video frame of `path` with PyAV; frame times sorted into presentation order."""
+    import av
+
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        cc = s.codec_context
+        times = []
+        for f in c.decode(s):
+            times.append(float(f.pts * f.time_base))
+        return Probe(cc.width, cc.height, sorted(times), int(cc.colorspace or 2), int(cc.color_range or 0),
+                     int(cc.color_primaries or 2), int(cc.color_trc or 2), [st.type for st in c.streams])
+
+
+def packets(path: Path, kind: str) -> list[tuple[bytes, float | None]]:
+    """(payload, pts seconds) of every packet of the first stream of `kind` ("audio", "subtitle")."""
+    import av
+
+    with av.open(str(path)) as c:
+        s = next(st for st in c.streams if st.type == kind)
+        out = []
+        for p in c.demux(s):
+            if p.size:
+                out.append((bytes(p), None if p.pts is None else float(p.pts * p.time_base)))
+        return out
+
+
+def decoded_rgb(path: Path) -> list[np.ndarray]:
+    """Every video frame as RGB, converted the way vsrft's decoder does (colour-accurate)."""
+    from vsrft.frame import Frame
+    from vsrft.io.decode import VideoSource
+
+    with VideoSource(path) as src:
+        return [item.rgb for item in src.read() if isinstance(item, Frame)]
+
+
+def leftovers(directory: Path) -> list[str]:
+    """Temporary files a failed or interrupted run might leave behind (vsrft's are hidden .partial files)."""
+    return sorted(p.name for p in directory.iterdir() if ".partial" in p.name)
+
+
+def frame_rate(path: Path) -> Fraction | None:
+    import av
+
+    with av.open(str(path)) as c:
+        return c.streams.video[0].average_rate

