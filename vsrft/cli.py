@@ -94,6 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pix-fmt", default=None, help="output pixel format (default yuv420p, yuv444p for odd sizes)")
     p.set_defaults(func=cmd_enhance)
 
+    p = sub.add_parser("pipe", help="filter YUV4MPEG2 from stdin to stdout (for ffmpeg pipelines)",
+                       description="Reads YUV4MPEG2 (ffmpeg -f yuv4mpegpipe -) on stdin, writes upscaled YUV4MPEG2 "
+                                   "on stdout. Example: ffmpeg -i in.mp4 -f yuv4mpegpipe - | vsrft pipe --scale 4 | "
+                                   "ffmpeg -i - -i in.mp4 -map 0:v -map 1:a? -c:a copy out.mp4")
+    _add_model_args(p)
+    p.add_argument("--size", default=None, metavar="WxH", help="read raw rgb24 frames of this size instead of YUV4MPEG2 "
+                   "(and write raw rgb24)")
+    p.add_argument("--rate", default="25", help="frame rate of raw rgb24 input (default 25)")
+    p.set_defaults(func=cmd_pipe)
+
     p = sub.add_parser("models", help="list the built-in models")
     p.set_defaults(func=cmd_models)
 
@@ -160,6 +170,62 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         stats.seconds["total"], stats.frames / max(stats.seconds["total"], 1e-9),
         ", ".join(f"{k} {v:.1f}" for k, v in stats.seconds.items() if k != "total"))
     return 0
+
+
+def cmd_pipe(args: argparse.Namespace) -> int:
+    from fractions import Fraction
+
+    from vsrft.io import y4m
+
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    if args.size:
+        try:
+            width, height = (int(v) for v in args.size.lower().split("x"))
+            rate = Fraction(args.rate)
+        except ValueError:
+            raise VsrftError(f"--size must be WxH and --rate a number, got {args.size!r} and {args.rate!r}") from None
+        frames = y4m.read_raw_rgb(stdin, width, height, rate)
+        header = None
+    else:
+        header = y4m.read_header(stdin)
+        frames = y4m.read_frames(stdin, header)
+    enhancer = make_enhancer(args)
+    bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
+    out_header = None
+    start = time.monotonic()
+    try:
+        for n, frame in enumerate(enhancer.process(frames), 1):
+            if header is None:
+                stdout.write(frame.rgb.tobytes())
+            else:
+                if out_header is None:
+                    out_header = y4m.output_header(header, frame.rgb.shape[1], frame.rgb.shape[0])
+                    y4m.write_header(stdout, out_header)
+                y4m.write_frame(stdout, frame.rgb, out_header, header.colour)
+            bar(_Progress(n, None, time.monotonic() - start))
+        stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        logging.getLogger("vsrft").info("output pipe closed; stopping")
+        return 0
+    finally:
+        bar.close()
+    write_outputs(args, enhancer)
+    return 0
+
+
+def _silence_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def _Progress(done: int, total: int | None, elapsed: float):
+    from vsrft.engine import Progress
+
+    return Progress(done, total, elapsed)
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -4,8 +4,9 @@ The rule: output frame t sees frames t-2..t+2 of its own shot. Indices outside t
 (the clip's ends, or the other side of a cut) are replaced by the shot's edge frame, so a
 window never mixes two shots. A cut is declared between frames t-1 and t when the colour
 histograms differ by more than `threshold` (L1 distance of normalised 3x32-bin
-histograms, range 0..2), or by more than `keyframe_threshold` when the decoder marks t as
-a keyframe (encoders put keyframes at cuts, so less evidence is needed there).
+histograms, range 0..2). The decoder's keyframe flag may lower the threshold
+(`keyframe_threshold`), but by default it does not: a pipe or a frame server has no
+keyframe flags, and every entry point must cut the same stream the same way.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
 class CutDetector:
     """Stateful: remembers the previous frame's histogram."""
 
-    threshold: float = 0.6
+    threshold: float = 0.35
     keyframe_threshold: float = 0.35
     _previous: np.ndarray | None = None
 

@@ -1,0 +1,145 @@
+"""Speed benchmark: model time (PyTorch vs ONNX Runtime), share of the machine's GEMM rate,
+end-to-end `enhance` fps with the time per stage, adaptation cost and weight-swap time.
+
+    python benchmarks/speed.py [--model vsrft-mse] [--seconds 10] [--size 320x180]
+
+Prints markdown tables; one run, so compare the ratios inside it (these machines are noisy).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vsrft.engine import Enhancer, enhance  # noqa: E402
+from vsrft.models import checkpoint  # noqa: E402
+from vsrft.runtime.export import export_onnx  # noqa: E402
+from vsrft.runtime.session import Runtime  # noqa: E402
+
+
+def conv_gflops(model: nn.Module, x: torch.Tensor) -> float:
+    total = [0]
+
+    def hook(mod: nn.Conv2d, inp, out) -> None:
+        k = mod.weight.shape[1] * mod.weight.shape[2] * mod.weight.shape[3]
+        total[0] += 2 * k * out.numel()
+
+    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        model(x)
+    for h in hs:
+        h.remove()
+    return total[0] / 1e9
+
+
+def gemm_gflops(n: int = 2048, reps: int = 10) -> float:
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    for _ in range(3):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def timeit(fn, reps: int) -> float:
+    fn()
+    fn()
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t) / reps
+
+
+def make_clip(path: Path, w: int, h: int, seconds: float, two_shots: bool) -> None:
+    """A real-content clip: the sample concert scaled to w x h (two shots), else testsrc2."""
+    sample = Path(__file__).resolve().parents[1] / "samples" / "concert.mp4"
+    if two_shots:
+        half = seconds / 2
+        src = (f"-stream_loop -1 -i {sample} -f lavfi -i testsrc2=size={w}x{h}:rate=25 "
+               f"-filter_complex [0:v]scale={w}:{h},fps=25,trim=duration={half},setpts=PTS-STARTPTS[a];"
+               f"[1:v]trim=duration={half},setpts=PTS-STARTPTS[b];[a][b]concat=n=2:v=1[v] -map [v]")
+    else:
+        src = f"-stream_loop -1 -i {sample} -vf scale={w}:{h},fps=25 -t {seconds}"
+    cmd = f"ffmpeg -v error -y {src} -c:v libx264 -crf 16 -pix_fmt yuv420p {path}"
+    subprocess.run(cmd.split(), check=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", action="append", default=None)
+    ap.add_argument("--size", default="320x180")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--skip-adapt", action="store_true")
+    args = ap.parse_args()
+    models = args.model or ["vsrft-mse"]
+    w, h = map(int, args.size.split("x"))
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(f"# vsrft speed, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}\n")
+    gemm = gemm_gflops()
+    print(f"Large GEMM (torch.mm 2048^2): {gemm:.0f} GFLOP/s\n")
+    print(f"## Model time at {w}x{h} -> x4\n")
+    print("| model | GFLOP/frame | PyTorch NCHW s | PyTorch channels_last s | ORT s | ORT fps | ORT GFLOP/s | share of GEMM rate |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in models:
+        module, info = checkpoint.load(name)
+        x = torch.rand(1, 3 * info.frames, h, w)
+        gf = conv_gflops(module, x)
+        with torch.no_grad():
+            t_nchw = timeit(lambda: module(x), 5)
+            mcl = module.to(memory_format=torch.channels_last)
+            xcl = x.contiguous(memory_format=torch.channels_last)
+            t_cl = timeit(lambda: mcl(xcl), 5)
+        rt = Runtime(export_onnx(module, 3 * info.frames), info.scale, module.receptive_radius, tile=4096)
+        xn = x[0].numpy()
+        t_ort = timeit(lambda: rt.run(xn), 10)
+        print(f"| {name} | {gf:.1f} | {t_nchw:.3f} | {t_cl:.3f} | {t_ort:.3f} | {1 / t_ort:.1f} | {gf / t_ort:.0f} | {gf / t_ort / gemm:.0%} |")
+        state = {k: v.numpy() + 0 for k, v in module.state_dict().items() if k in rt.weight_names}
+        swaps = [rt.swap_weights(state) for _ in range(5)]
+        t0 = time.perf_counter()
+        export_onnx(module, 3 * info.frames)
+        t_export = time.perf_counter() - t0
+        print(f"\nweight swap (edit initializers + new session): {np.median(swaps) * 1000:.0f} ms median of 5; "
+              f"re-export instead: {t_export * 1000:.0f} ms\n")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = Path(tmp) / "clip.mp4"
+        make_clip(clip, w, h, args.seconds, two_shots=True)
+        print(f"## End to end: `vsrft enhance` on a {args.seconds:g} s {w}x{h} clip with two shots, x4, libx264 veryfast\n")
+        print("| model | adapt | frames | wall s | fps | decode s | windows s | inference s | adaptation s | encode s | peak RSS MB |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        walls = {}
+        for name in models:
+            for adapt in ([False] if args.skip_adapt else [False, True]):
+                enh = Enhancer(scale=4, model=name, adapt=adapt)
+                t0 = time.perf_counter()
+                stats = enhance(clip, Path(tmp) / "out.mp4", enhancer=enh)
+                wall = time.perf_counter() - t0
+                walls[(name, adapt)] = wall
+                s = stats.seconds
+                rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                print(f"| {name} | {'yes' if adapt else 'no'} | {stats.frames} | {wall:.1f} | {stats.frames / wall:.1f} | "
+                      f"{s['decode']:.1f} | {s['windows']:.1f} | {s['inference']:.1f} | {s['adaptation']:.1f} | "
+                      f"{s['encode']:.1f} | {rss:.0f} |")
+                if adapt:
+                    per_key = [r.seconds for r in enh.reports]
+                    print(f"\n{name}: {len(per_key)} keyframes, adaptation {np.mean(per_key):.1f} s per keyframe; "
+                          f"wall time with adaptation / without: {wall / walls[(name, False)]:.2f}\n")
+        print("\nStage seconds overlap (three threads), so they add up to more than the wall time.")
+
+
+if __name__ == "__main__":
+    main()
