@@ -104,6 +104,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", default="25", help="frame rate of raw rgb24 input (default 25)")
     p.set_defaults(func=cmd_pipe)
 
+    p = sub.add_parser("degrade", help="make LR test footage with exactly the engine's operator A")
+    p.add_argument("input", help="high-resolution (ground-truth) video")
+    p.add_argument("output")
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--blur", type=float, default=0.0, metavar="SIGMA", help="Gaussian blur (HR pixels) before downsampling")
+    p.add_argument("--codec", default="libx264")
+    p.add_argument("--crf", type=float, default=0, help="default 0: lossless x264, so only A degrades the footage")
+    p.add_argument("--preset", default="veryfast")
+    p.add_argument("--pix-fmt", default="yuv444p", help="default yuv444p: no chroma subsampling on top of A")
+    p.set_defaults(func=cmd_degrade)
+
+    p = sub.add_parser("eval", help="full-reference metrics of a video (or image folder) against ground truth")
+    p.add_argument("output", help="the upscaled video or image folder")
+    p.add_argument("--reference", required=True, help="the ground truth, same size and frame count")
+    p.add_argument("--scale", type=int, default=4, help="border of this many pixels is cropped for PSNR/SSIM")
+    p.add_argument("--input", default=None, help="the LR input: adds LR consistency PSNR(A x, y) (no reference needed)")
+    p.add_argument("--blur", type=float, default=0.0, help="blur of A for the LR consistency check")
+    p.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
+    p.add_argument("--json", action="store_true", help="print JSON (with per-frame values) instead of a table")
+    p.set_defaults(func=cmd_eval)
+
     p = sub.add_parser("models", help="list the built-in models")
     p.set_defaults(func=cmd_models)
 
@@ -226,6 +247,90 @@ def _Progress(done: int, total: int | None, elapsed: float):
     from vsrft.engine import Progress
 
     return Progress(done, total, elapsed)
+
+
+def cmd_degrade(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from vsrft.degradation import Degradation, degrade
+    from vsrft.frame import Frame
+    from vsrft.io.decode import VideoSource
+    from vsrft.io.encode import VideoSink
+
+    op = Degradation(scale=args.scale, blur_sigma=args.blur)
+    with VideoSource(args.input) as src:
+        h, w = src.height // op.scale * op.scale, src.width // op.scale * op.scale
+        if (h, w) != (src.height, src.width):
+            logging.getLogger("vsrft").warning("cropping %dx%d to %dx%d (a multiple of the scale)", src.width, src.height, w, h)
+        sink = VideoSink(args.output, src, w // op.scale, h // op.scale, codec=args.codec, crf=args.crf,
+                         preset=args.preset, pix_fmt=args.pix_fmt)
+        try:
+            for item in src.read():
+                if isinstance(item, Frame):
+                    lr = degrade(item.rgb[:h, :w].astype(np.float32), op)
+                    sink.write(item.with_pixels(np.clip(np.rint(lr), 0, 255).astype(np.uint8)))
+                else:
+                    sink.mux(item)
+            sink.close()
+        except BaseException:
+            sink.abort()
+            raise
+    logging.getLogger("vsrft").info("%s: %d frames, %s", args.output, sink.frames_written, op)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import math
+
+    import numpy as np
+
+    from vsrft.io.frames import read_all
+    from vsrft import metrics
+
+    out, ref = read_all(args.output), read_all(args.reference)
+    if len(out) != len(ref):
+        raise VsrftError(f"{args.output} has {len(out)} frames but {args.reference} has {len(ref)}")
+    if out[0].shape != ref[0].shape:
+        raise VsrftError(f"{args.output} is {out[0].shape[1]}x{out[0].shape[0]} but {args.reference} is "
+                         f"{ref[0].shape[1]}x{ref[0].shape[0]}")
+    per_frame: dict[str, list[float]] = {
+        "y_psnr": [metrics.psnr_y(o, r, args.scale) for o, r in zip(out, ref)],
+        "ssim": [metrics.ssim_y(o, r, args.scale) for o, r in zip(out, ref)],
+    }
+    if not args.no_lpips:
+        model = metrics.LPIPS()
+        per_frame["lpips"] = [model(o, r) for o, r in zip(out, ref)]
+    summary = {k: float(np.mean(v)) for k, v in per_frame.items()}
+    if len(out) > 1:
+        summary["tof"] = metrics.tof(out, ref)
+        summary["warping_error_gap"] = metrics.warping_error_gap(out, ref)
+        summary["tmse"] = metrics.tmse(out, ref)
+    if args.input:
+        from vsrft.degradation import Degradation, degrade
+
+        lr = read_all(args.input)
+        if len(lr) != len(out):
+            raise VsrftError(f"{args.input} has {len(lr)} frames but {args.output} has {len(out)}")
+        op = Degradation(scale=args.scale, blur_sigma=args.blur)
+        consistency = []
+        for o, y in zip(out, lr):
+            a = degrade(o.astype(np.float32), op)
+            if a.shape != y.shape:
+                raise VsrftError(f"A(output) is {a.shape[1]}x{a.shape[0]} but the input is {y.shape[1]}x{y.shape[0]}: "
+                                 "check --scale")
+            consistency.append(metrics.psnr_rgb(np.clip(np.rint(a), 0, 255), y))
+        per_frame["lr_consistency_psnr"] = consistency
+        summary["lr_consistency_psnr"] = float(np.mean(consistency))
+        summary["flicker"] = metrics.flicker(out, lr)
+    if args.json:
+        clean = lambda v: None if isinstance(v, float) and math.isinf(v) else v  # noqa: E731
+        print(json.dumps({"frames": len(out), "mean": {k: clean(v) for k, v in summary.items()},
+                          "per_frame": {k: [clean(x) for x in v] for k, v in per_frame.items()}}, indent=1))
+    else:
+        print(f"{len(out)} frames")
+        for k, v in summary.items():
+            print(f"{k:22s} {v:.4f}")
+    return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -41,6 +41,7 @@ class AdaptConfig:
     anchor: float = 0.0             # L2 pull towards the weights adaptation started from
     layers: str = "all"             # "all", "body" (head and upsampler frozen) or "upsample"
     chroma_weight: float = 0.25
+    loss: str = "lr"                # "lr": ||A f - y||^2; "precond": ||A^+(A f - y)||^2 (Gauss-Newton metric)
     min_gain_db: float = 0.05       # held-out LR-PSNR gain needed to accept
     plateau_db: float = 0.0         # > 0: stop when LR-PSNR gains less than this per check (paper: 0.04)
     seed: int = 0
@@ -81,7 +82,19 @@ def consistency_loss(module: nn.Module, windows: torch.Tensor, op: Degradation, 
     if m and 2 * m < min(d.shape[-2:]):
         d = d[..., m:-m, m:-m]
     d_luma = (d * _LUMA.to(d.dtype)).sum(1, keepdim=True)
-    return (d_luma ** 2).mean() + cfg.chroma_weight * ((d - d_luma) ** 2).mean()
+    d_chroma = d - d_luma
+    if cfg.loss == "precond":
+        d_luma, d_chroma = _pinv_apply(d_luma, op), _pinv_apply(d_chroma, op)
+    return (d_luma ** 2).mean() + cfg.chroma_weight * (d_chroma ** 2).mean()
+
+
+def _pinv_apply(r: torch.Tensor, op: Degradation) -> torch.Tensor:
+    """A^+ r for a separable A: the HR correction the exact projection would make."""
+    h, w = r.shape[-2:]
+    mh, mw = op.axis_matrices(h * op.scale, w * op.scale)
+    ph = torch.from_numpy(np.linalg.pinv(mh.astype(np.float64), rcond=1e-4).astype(np.float32))
+    pw = torch.from_numpy(np.linalg.pinv(mw.astype(np.float64), rcond=1e-4).astype(np.float32))
+    return ph @ r @ pw.T
 
 
 def _psnr(mse: float) -> float:
