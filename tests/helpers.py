@@ -182,3 +182,15 @@ def frame_rate(path: Path) -> Fraction | None:
 
     with av.open(str(path)) as c:
         return c.streams.video[0].average_rate
+
+
+def video_packet_times(path: Path) -> list[float]:
+    """Decode timestamps (seconds) of the video packets as stored, in file order.
+
+    For AVI, which stores no presentation times, these are the container's timing.
+    """
+    import av
+
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        return [float(p.dts * p.time_base) for p in c.demux(s) if p.size and p.dts is not None]

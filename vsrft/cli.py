@@ -174,10 +174,11 @@ def write_outputs(args: argparse.Namespace, enhancer) -> None:
 
 
 def cmd_enhance(args: argparse.Namespace) -> int:
-    from vsrft.engine import enhance
-    from vsrft.io.decode import VideoSource
+    from vsrft.engine import enhance, preflight
 
-    VideoSource(args.input).close()          # fail on a bad input before loading the model
+    # fail on a bad input, output or encoder setting before loading the model
+    preflight(args.input, args.output, scale=args.scale, codec=args.codec, crf=args.crf, preset=args.preset,
+              pix_fmt=args.pix_fmt)
     enhancer = make_enhancer(args)
     bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
     try:

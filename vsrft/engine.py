@@ -283,6 +283,24 @@ class _Worker(threading.Thread):
             self.error = exc
 
 
+def preflight(src: str | Path, dst: str | Path, *, scale: int = 4, codec: str = "libx264",
+              crf: float | None = 18, preset: str | None = "veryfast", pix_fmt: str | None = None) -> None:
+    """Check the input, the output path and the encoder settings before any model is loaded.
+
+    Opens the input, and makes (then removes) the output's temporary file with the encoder opened:
+    every mistake in the arguments fails in a blink, as one VsrftError, with nothing left behind.
+    """
+    from vsrft.io.decode import VideoSource
+    from vsrft.io.encode import VideoSink
+    from vsrft.network import SUPPORTED_SCALES
+
+    if scale not in SUPPORTED_SCALES:
+        raise VsrftError(f"scale must be one of {', '.join(map(str, SUPPORTED_SCALES))}, got {scale}")
+    with VideoSource(src) as source:
+        VideoSink(dst, source, source.width * scale, source.height * scale, codec=codec, crf=crf,
+                  preset=preset, pix_fmt=pix_fmt).abort()
+
+
 def enhance(src: str | Path, dst: str | Path, *, codec: str = "libx264", crf: float | None = 18,
             preset: str | None = "veryfast", pix_fmt: str | None = None,
             progress: ProgressCallback | None = None, enhancer: Enhancer | None = None, **options: Any) -> Stats:
@@ -294,6 +312,8 @@ def enhance(src: str | Path, dst: str | Path, *, codec: str = "libx264", crf: fl
     from vsrft.io.decode import VideoSource
     from vsrft.io.encode import VideoSink
 
+    if enhancer is None:
+        preflight(src, dst, scale=int(options.get("scale", 4)), codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt)
     source = VideoSource(src)
     try:
         enh = enhancer or Enhancer(**options)
@@ -310,8 +330,9 @@ def enhance(src: str | Path, dst: str | Path, *, codec: str = "libx264", crf: fl
     total = source.frame_count_hint
     t_start = time.perf_counter()
 
-    def put(q: queue.Queue, item: object) -> bool:
-        while not stop.is_set():
+    def put(q: queue.Queue, item: object, consumer: threading.Thread | None = None) -> bool:
+        # Gives up when the run is stopped or the consumer has died: a full queue must never hang the run.
+        while not stop.is_set() and (consumer is None or consumer.is_alive()):
             try:
                 q.put(item, timeout=0.1)
                 return True
@@ -346,8 +367,11 @@ def enhance(src: str | Path, dst: str | Path, *, codec: str = "libx264", crf: fl
         enh.on_stage = lambda stage: progress(Progress(done[0], total, time.perf_counter() - t_start, stage))
 
     def encode() -> None:
-        while True:
-            item = out_q.get()
+        while not stop.is_set():
+            try:
+                item = out_q.get(timeout=0.1)
+            except queue.Empty:
+                continue
             if item is _END:
                 break
             t0 = time.perf_counter()
@@ -373,9 +397,11 @@ def enhance(src: str | Path, dst: str | Path, *, codec: str = "libx264", crf: fl
     ok = False
     try:
         for hr in enh.process(frames_in()):
-            if encoder.error or not put(out_q, hr):
+            if not put(out_q, hr, encoder):
                 break
-        put(out_q, _END)
+        if encoder.error:   # raise now: the decoder may be blocked on a full queue until `stop` is set
+            raise encoder.error
+        put(out_q, _END, encoder)
         encoder.join()
         decoder.join()
         for w in (decoder, encoder):
@@ -389,10 +415,10 @@ def enhance(src: str | Path, dst: str | Path, *, codec: str = "libx264", crf: fl
         ok = True
     finally:
         stop.set()
+        decoder.join(timeout=5)
+        encoder.join(timeout=5)   # before abort(): the encoder thread may still be writing to the file
         if not ok:
             sink.abort()
-        decoder.join(timeout=5)
-        encoder.join(timeout=5)
         source.close()
     stats.seconds["total"] = time.perf_counter() - t_start
     return stats

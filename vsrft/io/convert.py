@@ -26,8 +26,27 @@ def guess_colour(height: int, pix_fmt: str = "", matrix: int = 2, rng: int = 0,
     return Colour(matrix=matrix, range=rng, primaries=primaries, transfer=transfer)
 
 
+def canonical(vf: av.VideoFrame) -> av.VideoFrame:
+    """A fresh frame with the same planes and no side properties.
+
+    swscale reads properties such as the chroma siting from a decoded frame, which PyAV
+    cannot set on frames built from bytes (pipes, frame servers): converting every frame
+    from a canonical copy makes all entry points produce the same RGB.
+    """
+    fresh = av.VideoFrame(vf.width, vf.height, vf.format.name)
+    for src, dst in zip(vf.planes, fresh.planes):
+        row = min(src.line_size, dst.line_size)
+        a = np.frombuffer(src, np.uint8).reshape(-1, src.line_size)
+        b = np.frombuffer(dst, np.uint8).reshape(-1, dst.line_size)
+        rows = min(a.shape[0], b.shape[0])
+        b[:rows, :row] = a[:rows, :row]
+    return fresh
+
+
 def frame_to_rgb(vf: av.VideoFrame, colour: Colour) -> np.ndarray:
     """Decoded frame -> (H, W, 3) uint8 RGB, full range."""
+    if vf.format.name.startswith(("yuv", "gray", "nv")):
+        vf = canonical(vf)
     return vf.to_ndarray(format="rgb24", interpolation=ACCURATE,
                          src_colorspace=swscale_colorspace(colour.matrix), src_color_range=colour.range,
                          dst_colorspace=swscale_colorspace(colour.matrix), dst_color_range=2)

@@ -9,34 +9,21 @@ from typing import Iterator
 
 import av
 import numpy as np
-from av.video.reformatter import Interpolation
 
 from vsrft.errors import VsrftError
 from vsrft.frame import Colour, Frame
+from vsrft.io.convert import frame_to_rgb, guess_colour
 
 log = logging.getLogger(__name__)
 
-# Unbiased YUV->RGB (default swscale flags are biased by ~-1 code value, see docs/measured).
-ACCURATE = Interpolation.BICUBIC | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT | Interpolation.FULL_CHR_H_INP
 COPY_TYPES = ("audio", "subtitle")
 MAX_DIMENSION = 16384
 
 
 def _resolve_colour(stream: av.video.stream.VideoStream) -> Colour:
     cc = stream.codec_context
-    matrix = int(cc.colorspace or 2)
-    rng = int(cc.color_range or 0)
-    fmt = (cc.pix_fmt or "")
-    if matrix in (0, 2, 3):   # RGB / unspecified / reserved: guess the way players do
-        matrix = 1 if (cc.height or 0) >= 720 else 6
-    if rng == 0:
-        rng = 2 if fmt.startswith("yuvj") else 1
-    return Colour(matrix=matrix, range=rng, primaries=int(cc.color_primaries or 2), transfer=int(cc.color_trc or 2))
-
-
-def _swscale_colorspace(matrix: int) -> int:
-    # swscale's SWS_CS_* ids: ITU709=1, FCC=4, ITU601=5, SMPTE240M=7, BT2020=9
-    return {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}.get(matrix, 5)
+    return guess_colour(cc.height or 0, cc.pix_fmt or "", matrix=int(cc.colorspace or 2), rng=int(cc.color_range or 0),
+                        primaries=int(cc.color_primaries or 2), transfer=int(cc.color_trc or 2))
 
 
 class VideoSource:
@@ -96,9 +83,7 @@ class VideoSource:
         self.container.close()
 
     def to_rgb(self, vf: av.VideoFrame) -> np.ndarray:
-        return vf.to_ndarray(format="rgb24", interpolation=ACCURATE,
-                             src_colorspace=_swscale_colorspace(self.colour.matrix),
-                             src_color_range=self.colour.range)
+        return frame_to_rgb(vf, self.colour)
 
     def read(self) -> Iterator[Frame | av.Packet]:
         """Video frames (as `Frame`) and packets of `copy_streams`, interleaved in file order."""
@@ -106,12 +91,17 @@ class VideoSource:
         copy_ids = {s.index for s in self.copy_streams}
         last_pts: int | None = None
         step = _pts_step(self.rate, self.time_base)
+        packets = 0                # video packets with data
+        last_corrupt = False       # a short read at the end of the file is flagged corrupt by the demuxer
         try:
             for packet in self.container.demux([self.stream, *self.copy_streams]):
                 if packet.stream.index in copy_ids:
                     if packet.dts is not None and packet.size:
                         yield packet
                     continue
+                if packet.size:
+                    packets += 1
+                    last_corrupt = packet.is_corrupt
                 for vf in packet.decode():
                     if vf.width != self.width or vf.height != self.height:
                         raise VsrftError(f"frame {index} of {self.path} is {vf.width}x{vf.height}, but the stream "
@@ -127,6 +117,12 @@ class VideoSource:
             raise VsrftError(f"{self.path} is corrupt or truncated after {index} frames: {exc.strerror or exc}") from None
         if index == 0:
             raise VsrftError(f"no decodable video frames in {self.path}")
+        # Frame threading hides the decoder's complaint about a cut-off last packet, and the MP4/MOV
+        # demuxer just stops where the data ends: compare with the container's own sample count.
+        expected = int(self.stream.frames or 0) if "mp4" in self.container.format.name else 0
+        if last_corrupt or packets < expected:
+            have = f"{packets} of its {expected}" if packets < expected else f"{index}"
+            raise VsrftError(f"{self.path} is truncated or corrupt: the data ends after {have} video frames")
 
 
 def _pts_step(rate: Fraction | None, tb: Fraction) -> int:

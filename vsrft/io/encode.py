@@ -17,7 +17,8 @@ import numpy as np
 
 from vsrft.errors import VsrftError
 from vsrft.frame import Colour, Frame
-from vsrft.io.decode import ACCURATE, VideoSource, _swscale_colorspace
+from vsrft.io.convert import rgb_to_frame
+from vsrft.io.decode import VideoSource
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,11 @@ class VideoSink:
                      pix_fmt: str | None, options: dict[str, str]) -> None:
         src = self.source
         rate = src.rate or Fraction(25)
-        stream = self.container.add_stream(codec, rate=rate)
+        try:
+            stream = self.container.add_stream(codec, rate=rate)
+        except ValueError as exc:   # e.g. "'webm' format does not support 'libx264' codec"
+            raise VsrftError(f"cannot write {codec} video into {self.path.name}: {exc}; "
+                             "choose another --codec or output extension") from None
         stream.width, stream.height = width, height
         formats = [f.name for f in (stream.codec_context.codec.video_formats or [])]
         if pix_fmt is None:
@@ -98,7 +103,15 @@ class VideoSink:
             opts.setdefault("crf", f"{crf:g}")
         if preset and codec in ("libx264", "libx265", "libsvtav1"):
             opts.setdefault("preset", preset)
+        if self.path.suffix.lower() == ".avi":
+            opts.setdefault("bf", "0")   # AVI stores no presentation times: reordered B-frames would shift them
         stream.options = opts
+        try:   # open now, so bad settings fail here rather than in the encoder thread at frame 0
+            stream.codec_context.open()
+        except av.FFmpegError as exc:
+            raise VsrftError(f"encoder {codec} rejects these settings ({width}x{height} {pix_fmt}, "
+                             f"{', '.join(f'{k}={v}' for k, v in opts.items()) or 'defaults'}): "
+                             f"{exc.strerror or exc}") from None
         self.video = stream
         self.pix_fmt = pix_fmt
         self.colour = colour
@@ -126,14 +139,9 @@ class VideoSink:
         self._mux(packet)
 
     def write(self, frame: Frame) -> None:
-        vf = av.VideoFrame.from_ndarray(frame.rgb, format="rgb24")
-        vf = vf.reformat(format=self.pix_fmt, interpolation=ACCURATE,
-                         src_colorspace=_swscale_colorspace(self.colour.matrix), src_color_range=2,
-                         dst_colorspace=_swscale_colorspace(self.colour.matrix), dst_color_range=self.colour.range)
+        vf = rgb_to_frame(frame.rgb, self.pix_fmt, self.colour)
         vf.pts = frame.pts
         vf.time_base = frame.time_base
-        vf.color_range = self.colour.range
-        vf.colorspace = self.colour.matrix
         try:
             packets = self.video.encode(vf)
         except av.FFmpegError as exc:

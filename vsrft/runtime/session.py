@@ -20,10 +20,8 @@ def choose_providers(requested: list[str] | None = None) -> list[str]:
     """Best available first: TensorRT, CUDA, then CPU (always last, as the fallback)."""
     available = set(ort.get_available_providers())
     wanted = requested or list(PREFERRED_PROVIDERS)
-    chosen = [p for p in wanted if p in available]
-    if "CPUExecutionProvider" not in chosen:
-        chosen.append("CPUExecutionProvider")
-    return chosen
+    chosen = [p for p in dict.fromkeys(wanted) if p in available and p != "CPUExecutionProvider"]
+    return chosen + ["CPUExecutionProvider"]
 
 
 def session_options(threads: int = 0) -> ort.SessionOptions:

@@ -1,0 +1,414 @@
+"""`vsrft enhance` end to end: the real console command on real encoded files, read back with PyAV.
+
+Every run uses the tiny random checkpoint (`--model`) and `--no-adapt` so the suite stays quick;
+the file handling under test is the same for every model.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import (SAMPLE, Run, cli_env, decoded_rgb, ffmpeg, leftovers, packets, probe, video_packet_times,
+                     vsrft)
+
+FAST = ("--no-adapt",)
+
+
+@pytest.fixture(scope="module")
+def enhanced(tmp_path_factory, tiny_model):
+    """enhanced(src, ext, *args) -> (Run, output path); each distinct run happens once per module."""
+    folder = tmp_path_factory.mktemp("enhanced")
+    done: dict[tuple, tuple[Run, Path]] = {}
+
+    def run(src: Path, ext: str, *args: str) -> tuple[Run, Path]:
+        key = (str(src), ext, args)
+        if key not in done:
+            out = folder / f"{len(done)}-{Path(src).stem}.{ext}"
+            done[key] = (vsrft("enhance", src, out, "--model", tiny_model, *FAST, *args), out)
+        return done[key]
+
+    return run
+
+
+def ok(run: Run, out: Path) -> None:
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr and "error" not in run.stderr.lower(), run.stderr
+    assert out.is_file()
+    assert leftovers(out.parent) == []
+
+
+# ---------------------------------------------------------------- the sample: audio, cuts, colour tags
+
+def test_sample_frames_and_timestamps(enhanced) -> None:
+    run, out = enhanced(SAMPLE, "mp4")
+    ok(run, out)
+    src, dst = probe(SAMPLE), probe(out)
+    assert len(src.times) == 144
+    assert len(dst.times) == len(src.times)
+    assert dst.times == pytest.approx(src.times, abs=1e-9)
+    assert (dst.width, dst.height) == (4 * src.width, 4 * src.height) == (704, 576)
+
+
+def test_sample_audio_is_copied_bit_for_bit(enhanced) -> None:
+    run, out = enhanced(SAMPLE, "mp4")
+    ok(run, out)
+    src, dst = packets(SAMPLE, "audio"), packets(out, "audio")
+    assert len(src) == 131
+    assert [p for p, _ in dst] == [p for p, _ in src]
+    assert [t for _, t in dst] == [t for _, t in src]
+
+
+def test_sample_colour_tags_kept(enhanced) -> None:
+    run, out = enhanced(SAMPLE, "mp4")
+    ok(run, out)
+    src, dst = probe(SAMPLE), probe(out)
+    assert (src.colorspace, src.color_range, src.color_primaries, src.color_trc) == (6, 1, 6, 6)  # smpte170m, tv
+    assert (dst.colorspace, dst.color_range, dst.color_primaries, dst.color_trc) == \
+           (src.colorspace, src.color_range, src.color_primaries, src.color_trc)
+
+
+def test_output_is_an_upscale_of_the_input(enhanced) -> None:
+    """Downscaled again, the output looks like the input (the network is random, but residual-on-bicubic)."""
+    import cv2
+
+    run, out = enhanced(SAMPLE, "mp4")
+    ok(run, out)
+    src, dst = decoded_rgb(SAMPLE), decoded_rgb(out)
+    for i in (0, 30, 100):
+        small = cv2.resize(dst[i], (src[i].shape[1], src[i].shape[0]), interpolation=cv2.INTER_AREA)
+        other = src[(i + 60) % len(src)]
+        err = np.abs(small.astype(np.int16) - src[i]).mean()
+        assert err < 12 and err < 0.5 * np.abs(other.astype(np.int16) - src[i]).mean()
+
+
+# ---------------------------------------------------------------- containers and codecs
+
+CONTAINERS = [
+    # clip, output extension, extra arguments
+    ("mp4", "mp4", ()),                                  # h264 + aac
+    ("mkv", "mkv", ()),                                  # ffv1 + flac + srt subtitles
+    ("avi", "avi", ()),                                  # mpeg4 + mp3 (and a dropped-frame gap)
+    ("webm", "webm", ("--codec", "libvpx-vp9")),         # vp9 + opus
+    ("mov", "mov", ()),                                  # mjpeg (full range) + pcm
+]
+
+
+@pytest.mark.parametrize("name, ext, args", CONTAINERS, ids=[c[0] for c in CONTAINERS])
+def test_containers(enhanced, clip, name: str, ext: str, args: tuple[str, ...]) -> None:
+    src_path = clip(name)
+    run, out = enhanced(src_path, ext, *args)
+    ok(run, out)
+    src, dst = probe(src_path), probe(out)
+    assert (dst.width, dst.height) == (4 * src.width, 4 * src.height)
+    assert len(dst.times) == len(src.times) > 10
+    if ext == "avi":   # AVI stores no presentation times: its timing is the packets' decode times
+        assert video_packet_times(out) == pytest.approx(video_packet_times(src_path), abs=1e-9)
+    else:
+        assert dst.times == pytest.approx(src.times, abs=1e-9)
+    assert dst.stream_types == src.stream_types
+    for kind in ("audio", "subtitle"):
+        if kind in src.stream_types:
+            a, b = packets(src_path, kind), packets(out, kind)
+            assert len(a) > 1
+            assert b == a, f"{kind} packets differ"
+
+
+@pytest.mark.parametrize("scale", [2, 3])
+def test_scale(enhanced, clip, scale: int) -> None:
+    run, out = enhanced(clip("mp4"), "mp4", "--scale", str(scale))
+    ok(run, out)
+    src, dst = probe(clip("mp4")), probe(out)
+    assert (dst.width, dst.height) == (scale * src.width, scale * src.height)
+    assert dst.times == pytest.approx(src.times, abs=1e-9)
+
+
+@pytest.mark.parametrize("scale", [4, 3])
+def test_odd_size(enhanced, clip, scale: int) -> None:
+    run, out = enhanced(clip("odd"), "mp4", "--scale", str(scale))
+    ok(run, out)
+    dst = probe(out)
+    assert (dst.width, dst.height) == (67 * scale, 41 * scale)    # 201x123 at x3: odd output too
+    assert len(dst.times) == 14
+
+
+def test_vfr_timestamps_kept(enhanced, clip) -> None:
+    run, out = enhanced(clip("vfr"), "mp4")
+    ok(run, out)
+    src, dst = probe(clip("vfr")), probe(out)
+    steps = {round(b - a, 3) for a, b in zip(src.times, src.times[1:])}
+    assert len(steps) >= 3 and max(steps) > 0.25            # the input really is irregular
+    assert dst.times == pytest.approx(src.times, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", ["bt709", "mov"])
+def test_colour_tags_kept(enhanced, clip, name: str) -> None:
+    """BT.709 limited range, and full-range BT.601 (MJPEG's yuvj), come out tagged as they came in."""
+    run, out = enhanced(clip(name), "mp4")
+    ok(run, out)
+    src, dst = probe(clip(name)), probe(out)
+    assert src.color_range in (1, 2) and src.colorspace not in (0, 2)   # the input is tagged
+    assert (dst.colorspace, dst.color_range) == (src.colorspace, src.color_range)
+    assert (dst.color_primaries, dst.color_trc) == (src.color_primaries, src.color_trc)
+
+
+def test_untagged_input_gets_the_assumed_colour_tags(enhanced, clip) -> None:
+    """An untagged SD clip is read as BT.601 limited range and the output says so."""
+    run, out = enhanced(clip("mp4"), "mp4")
+    ok(run, out)
+    assert (probe(clip("mp4")).colorspace, probe(clip("mp4")).color_range) == (2, 0)
+    assert (probe(out).colorspace, probe(out).color_range) == (6, 1)
+
+
+# ---------------------------------------------------------------- lossless output and the Python API
+
+def test_ffv1_and_lossless_x264_agree(enhanced, clip) -> None:
+    """Two lossless encodings of the same frames decode to the same pixels; the default CRF 18 does not."""
+    run_a, ffv1 = enhanced(clip("cut"), "mkv", "--codec", "ffv1")
+    run_b, crf0 = enhanced(clip("cut"), "mp4", "--crf", "0")
+    run_c, crf18 = enhanced(clip("cut"), "mp4")
+    for run, out in ((run_a, ffv1), (run_b, crf0), (run_c, crf18)):
+        ok(run, out)
+    a, b, c = decoded_rgb(ffv1), decoded_rgb(crf0), decoded_rgb(crf18)
+    assert len(a) == len(b) == len(c) == 24
+    assert max(np.abs(x.astype(np.int16) - y).max() for x, y in zip(a, b)) <= 1
+    assert np.mean([(x == y).mean() for x, y in zip(a, b)]) > 0.999
+    assert max(np.abs(x.astype(np.int16) - y).max() for x, y in zip(a, c)) > 8
+
+
+def test_python_api_equals_cli(enhanced, clip, tiny_model) -> None:
+    """Enhancer.process on decoded frames == the CLI's lossless (ffv1, 4:4:4) output, up to YUV rounding."""
+    from vsrft import Enhancer
+
+    run, out = enhanced(clip("cut"), "mkv", "--codec", "ffv1", "--pix-fmt", "yuv444p")
+    ok(run, out)
+    frames = decoded_rgb(clip("cut"))
+    enh = Enhancer(model=str(tiny_model), adapt=False)
+    api = []
+    for hr in enh.process(iter(frames)):       # a generator in, frames out as they are ready
+        api.append(hr)
+    cli = decoded_rgb(out)
+    assert len(api) == len(cli) == len(frames) == 24
+    assert enh.stats.cuts == 1
+    for i, (x, y) in enumerate(zip(api, cli)):
+        assert x.shape == y.shape == (192, 256, 3) and x.dtype == np.uint8
+        diff = np.abs(x.astype(np.int16) - y)
+        assert diff.max() <= 3 and diff.mean() < 0.6, i
+    # in order: each output matches its own input best
+    small = [x[::4, ::4].astype(np.int16) for x in api]
+    for i in range(len(frames)):
+        errs = [np.abs(s - frames[i]).mean() for s in small]
+        assert int(np.argmin(errs)) == i
+
+
+def test_python_api_kinds(tiny_model, clip) -> None:
+    """av.VideoFrame in, av.VideoFrame out (timing kept); vsrft.Frame in, Frame out."""
+    import av
+
+    from vsrft import Enhancer, Frame
+
+    enh = Enhancer(model=str(tiny_model), adapt=False, scale=2)
+    with av.open(str(clip("vfr"))) as c:
+        vfs = list(c.decode(video=0))[:8]
+    outs = list(enh.process(vfs))
+    assert [type(o) for o in outs] == [av.VideoFrame] * 8
+    assert [(o.pts, o.time_base) for o in outs] == [(v.pts, v.time_base) for v in vfs]
+    assert (outs[0].width, outs[0].height) == (128, 96)
+    frames = [Frame(rgb=v.to_ndarray(format="rgb24"), index=i, pts=v.pts, time_base=v.time_base)
+              for i, v in enumerate(vfs)]
+    outs = list(enh.process(frames))
+    assert [o.index for o in outs] == list(range(8)) and [o.pts for o in outs] == [v.pts for v in vfs]
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((48, 64, 3), np.float32), "dtype"),
+    (np.zeros((48, 64), np.uint8), "shape"),
+    (np.zeros((48, 64, 4), np.uint8), "shape"),
+    ("not a frame", "expected"),
+])
+def test_python_api_rejects_bad_frames(tiny_model, bad, message: str) -> None:
+    from vsrft import Enhancer
+
+    enh = Enhancer(model=str(tiny_model), adapt=False, scale=1)
+    good = np.zeros((48, 64, 3), np.uint8)
+    with pytest.raises(ValueError, match=message):
+        list(enh.process([good, good, bad, good]))
+
+
+def test_python_api_rejects_a_size_change(tiny_model) -> None:
+    from vsrft import Enhancer
+
+    enh = Enhancer(model=str(tiny_model), adapt=False, scale=1)
+    frames = [np.zeros((48, 64, 3), np.uint8)] * 3 + [np.zeros((50, 64, 3), np.uint8)]
+    with pytest.raises(ValueError, match="frame 3 is 64x50"):
+        list(enh.process(frames))
+
+
+# ---------------------------------------------------------------- bad input: one line, exit 2, nothing left
+
+def _truncate(src: Path, dst: Path) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: len(data) // 2])
+    return dst
+
+
+def _bad_cases():
+    """name -> (make(tmp, clip) -> (args, output path), extra)"""
+    def simple(input_path, out_name="out.mp4", *extra):
+        return lambda tmp, clip: ([input_path(tmp, clip), tmp / "outdir" / out_name, *extra], tmp / "outdir" / out_name)
+
+    def text_file(tmp, clip):
+        p = tmp / "notes.mp4"
+        p.write_text("this is not a video\n")
+        return p
+
+    def empty_file(tmp, clip):
+        p = tmp / "empty.mp4"
+        p.touch()
+        return p
+
+    def truncated(tmp, clip):       # moov atom at the end (ffmpeg's default): the half cannot be opened
+        return _truncate(clip("mp4"), tmp / "half.mp4")
+
+    def under_a_file(tmp, clip):
+        f = tmp / "somefile.txt"
+        f.write_text("x")
+        return [clip("mp4"), f / "out.mp4"], f / "out.mp4"
+
+    def in_proc(tmp, clip):         # root ignores permission bits; /proc refuses new files even for root
+        return [clip("mp4"), Path("/proc/vsrft-test-out.mp4")], Path("/proc/vsrft-test-out.mp4")
+
+    def missing_dir(tmp, clip):
+        return [clip("mp4"), tmp / "no" / "such" / "dir" / "out.mp4"], tmp / "no" / "such" / "dir" / "out.mp4"
+
+    mp4 = lambda tmp, clip: clip("mp4")
+    return {
+        "missing input": simple(lambda tmp, clip: tmp / "nope.mp4"),
+        "text file named .mp4": simple(text_file),
+        "zero-byte file": simple(empty_file),
+        "truncated mp4": simple(truncated),
+        "audio-only file": simple(lambda tmp, clip: clip("audio_only")),
+        "input is a directory": simple(lambda tmp, clip: tmp),
+        "output directory missing": missing_dir,
+        "output under a file": under_a_file,
+        "output not writable": in_proc,
+        "unknown codec": simple(mp4, "out.mp4", "--codec", "nosuchcodec"),
+        "audio codec": simple(mp4, "out.mp4", "--codec", "aac"),
+        "codec the container cannot hold": simple(mp4, "out.webm"),
+        "unknown container": simple(mp4, "out.nosuchext"),
+        "encoder rejects the settings": simple(mp4, "out.mp4", "--crf", "-5"),
+        "pixel format the encoder lacks": simple(mp4, "out.mp4", "--pix-fmt", "nosuchfmt"),
+        "4:2:0 at an odd size": simple(lambda tmp, clip: clip("odd"), "out.mp4", "--scale", "3", "--pix-fmt", "yuv420p"),
+        "unsupported scale": simple(mp4, "out.mp4", "--scale", "9"),
+        "missing model": simple(mp4, "out.mp4", "--model", "/nonexistent/model.pt"),
+    }
+
+
+BAD = _bad_cases()
+
+
+def assert_one_line_error(run: Run) -> str:
+    assert run.returncode == 2, (run.returncode, run.stderr)
+    assert "Traceback" not in run.stderr, run.stderr
+    assert len(run.stderr_lines) == 1, run.stderr
+    line = run.stderr_lines[0]
+    assert line.startswith("vsrft: error: ") and len(line) > len("vsrft: error: ") + 10
+    return line
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input(case: str, tmp_path, clip, tiny_model) -> None:
+    (tmp_path / "outdir").mkdir()
+    args, out = BAD[case](tmp_path, clip)
+    if "--model" not in args:
+        args = [*args, "--model", tiny_model]
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    run = vsrft("enhance", *args, *FAST)
+    assert_one_line_error(run)
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before     # nothing made, not even a .partial
+    assert leftovers(out.parent) == [] if out.parent.is_dir() else True
+
+
+def test_output_same_as_input_is_refused(tmp_path, clip, tiny_model) -> None:
+    src = tmp_path / "in.mp4"
+    src.write_bytes(clip("mp4").read_bytes())
+    run = vsrft("enhance", src, src, "--model", tiny_model, *FAST)
+    assert_one_line_error(run)
+    assert src.read_bytes() == clip("mp4").read_bytes()
+    assert leftovers(tmp_path) == []
+
+
+def test_truncated_faststart_mp4(tmp_path, tiny_model) -> None:
+    """The sample's index is at the front: the demuxer reads half the frames and stops without a word.
+
+    That must be an error, not a short output. It is found while decoding, after the model is
+    loaded, so -q keeps the info lines out of the way.
+    """
+    half = _truncate(SAMPLE, tmp_path / "half.mp4")
+    out = tmp_path / "out.mp4"
+    run = vsrft("enhance", half, out, "--model", tiny_model, *FAST, "-q")
+    line = assert_one_line_error(run)
+    assert "truncated" in line
+    assert not out.exists() and leftovers(tmp_path) == []
+    loud = vsrft("enhance", half, out, "--model", tiny_model, *FAST)      # without -q: info lines, then the error
+    assert loud.returncode == 2 and "Traceback" not in loud.stderr
+    assert loud.stderr_lines[-1] == line
+    assert sum(line.startswith("vsrft: error:") for line in loud.stderr_lines) == 1
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_existing_output_survives_a_failed_run(tmp_path, tiny_model) -> None:
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"precious")
+    half = _truncate(SAMPLE, tmp_path / "half.mp4")
+    run = vsrft("enhance", half, out, "--model", tiny_model, *FAST, "-q")
+    assert_one_line_error(run)
+    assert out.read_bytes() == b"precious"
+    assert leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------- Ctrl-C
+
+def test_ctrl_c(tmp_path, clip, tiny_model) -> None:
+    src = clip("long")                          # 1500 frames: far longer than it takes to get going
+    out = tmp_path / "out.mp4"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vsrft", "enhance", str(src), str(out), "--model", str(tiny_model), *FAST, "-q"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+        # a shell that runs us in the background ignores SIGINT, and children inherit that: undo it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        # wait until frames are being written (the temporary file has data), then interrupt
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(_size(p) > 0 for p in tmp_path.glob(".*partial*")):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"finished before it could be interrupted: {proc.communicate()}"
+        assert leftovers(tmp_path), "never started writing"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert len(lines) == 1 and lines[0].startswith("vsrft: "), stderr
+    assert not out.exists()
+    assert leftovers(tmp_path) == []
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:   # the preflight's empty temporary file comes and goes
+        return 0
