@@ -60,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
 def _role(models: list[str], explicit: str | None, word: str, index: int) -> str | None:
     if explicit:
         return explicit
-    named = [m for m in models if word in Path(m).name.lower()]
+    named = sorted((m for m in models if word in Path(split_method(m)[0]).name.lower()),
+                   key=lambda m: split_method(m)[1])           # the shipped model before its +adapt row
     if named:
         return named[0]
     return models[index] if len(models) > index else None
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     frames = 12 if args.quick else None
-    seqs = heldout_sequences(args.photos, photos=2 if args.quick else 5, photo_frames=frames or 24,
+    seqs = heldout_sequences(args.photos, photos=2 if args.quick else 8, photo_frames=frames or 20,
                              clips=not args.no_clips, clip_frames=frames or 30, scale=args.scale, seed=args.seed)
     if not seqs:
         print("no validation sequences (no held-out photos under --photos and no clip installed)", file=sys.stderr)

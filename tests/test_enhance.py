@@ -5,7 +5,6 @@ the file handling under test is the same for every model.
 """
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -15,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import (SAMPLE, Run, cli_env, decoded_rgb, ffmpeg, leftovers, packets, probe, video_packet_times,
-                     vsrft)
+from helpers import SAMPLE, Run, cli_env, decoded_rgb, leftovers, packets, probe, video_packet_times, vsrft
+from vsrft.windows import window_indices
 
 FAST = ("--no-adapt",)
 
@@ -200,11 +199,12 @@ def test_python_api_equals_cli(enhanced, clip, tiny_model) -> None:
         assert x.shape == y.shape == (192, 256, 3) and x.dtype == np.uint8
         diff = np.abs(x.astype(np.int16) - y)
         assert diff.max() <= 3 and diff.mean() < 0.6, i
-    # in order: each output matches its own input best
-    small = [x[::4, ::4].astype(np.int16) for x in api]
-    for i in range(len(frames)):
-        errs = [np.abs(s - frames[i]).mean() for s in small]
-        assert int(np.argmin(errs)) == i
+    # in order, each from its own window of its own shot (the cut is at frame 12)
+    for i in (0, 1, 5, 11, 12, 13, 22, 23):
+        lo, hi = (0, 11) if i < 12 else (12, 23)
+        want = enh.network.upscale([frames[j] for j in window_indices(i, lo, hi)])
+        assert np.array_equal(api[i], want), i
+    assert not np.array_equal(api[11], enh.network.upscale([frames[j] for j in range(9, 14)]))
 
 
 def test_python_api_kinds(tiny_model, clip) -> None:

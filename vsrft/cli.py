@@ -353,7 +353,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                       gan_weight=args.gan_weight, init=args.init, seed=args.seed, threads=args.threads,
                       resume=args.resume, log_every=args.log_every,
                       meta={"command": "vsrft " + " ".join(sys.argv[1:])})
-    train(cfg)
+    try:
+        train(cfg)
+    except ValueError as exc:      # no usable media, patch too large for the images
+        raise VsrftError(str(exc)) from None
     return 0
 
 

