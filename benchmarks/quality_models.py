@@ -8,7 +8,7 @@ plus bikes.mp4 / vtest.avi when installed), degrades them with the training oper
 (bicubic x4), upscales with bicubic and each model through `Enhancer`, and prints a markdown
 table (Y-PSNR, SSIM, LPIPS, tOF, warping-error gap), the per-sequence values, the sequences
 used, the checks of the "Built-in VSR models" bar and the exact command. `--quick` is a small
-smoke run (2 photos, 12 frames per sequence); its numbers are not the model card's.
+smoke run (2 photos, 8 frames per sequence); its numbers are not the model card's.
 Models are built-in names or checkpoint paths. Exit status 1 when a bar check fails, 2 when a
 model cannot be loaded (unless --skip-missing).
 """
@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--photos", nargs="+", default=["/work/data/photos"],
                    help="photo folders; only photos is_held_out(path, 0.12) are used (default: /work/data/photos)")
     p.add_argument("--json", metavar="PATH", help="also write the table, sequences and command as JSON")
-    p.add_argument("--quick", action="store_true", help="smoke run: 2 photos, 12 frames per sequence")
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 photos and 8 frames per sequence")
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--seed", type=int, default=0, help="camera-motion seed (default 0: the model-card set)")
     p.add_argument("--no-clips", action="store_true", help="leave out bikes.mp4 and vtest.avi")
@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         print("cannot load " + ", ".join(missing) + " (pass --skip-missing to leave them out)", file=sys.stderr)
         return 2
 
-    frames = 12 if args.quick else None
-    seqs = heldout_sequences(args.photos, photos=2 if args.quick else 8, photo_frames=frames or 20,
-                             clips=not args.no_clips, clip_frames=frames or 30, scale=args.scale, seed=args.seed)
+    seqs = heldout_sequences(args.photos, photos=2 if args.quick else None, photo_frames=8 if args.quick else 12,
+                             clips=not args.no_clips, clip_frames=8 if args.quick else 30, scale=args.scale,
+                             seed=args.seed)
     if not seqs:
         print("no validation sequences (no held-out photos under --photos and no clip installed)", file=sys.stderr)
         return 2

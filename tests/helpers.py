@@ -95,6 +95,9 @@ def _clip_recipes(d: Path) -> dict[str, tuple[str, list[object]]]:
                           "-cpu-used", "8", "-b:v", "200k", "-c:a", "libopus", "-shortest"]),
         "mov": ("mov", [*tsrc(frames=16), *sine(), "-c:v", "mjpeg", "-q:v", "3", "-pix_fmt", "yuvj422p",
                         "-c:a", "pcm_s16le", "-shortest"]),
+        # the index (moov) at the front, as the sample and most web video: a cut-off copy still opens
+        "faststart": ("mp4", [*tsrc(frames=48), *sine(2), "-c:v", "libx264", "-pix_fmt", "yuv420p", "-preset", "veryfast",
+                              "-c:a", "aac", "-shortest", "-movflags", "+faststart"]),
         # an odd frame size, 4:4:4 so the source itself needs no even dimensions
         "odd": ("mp4", [*tsrc(frames=14), "-vf", "scale=67:41,format=yuv444p", "-c:v", "libx264", "-preset", "veryfast"]),
         # a BT.709 tagged clip (most clips are untagged)
@@ -111,7 +114,8 @@ def _clip_recipes(d: Path) -> dict[str, tuple[str, list[object]]]:
                         "-vf", "crop=96:72:x=n*8:y=40+n*2,setpts=N/24/TB", "-c:v", "libx264", "-preset", "veryfast",
                         "-pix_fmt", "yuv420p", "-g", "4"]),
         # irregular timestamps in an mp4 (passthrough keeps them)
-        "vfr": ("mp4", [*tsrc(frames=20), "-vf", f"settb=1/1000,setpts={VFR_EXPR}", "-fps_mode", "passthrough", "-enc_time_base", "1/1000",
+        "vfr": ("mp4", [*tsrc(frames=20), "-vf", f"settb=1/1000,setpts={VFR_EXPR}",
+                        "-fps_mode", "passthrough", "-enc_time_base", "1/1000",
                         "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
                         "-video_track_timescale", "1000"]),
         # no video at all
@@ -128,7 +132,7 @@ def _clip_recipes(d: Path) -> dict[str, tuple[str, list[object]]]:
 class Probe:
     width: int
     height: int
-    times: list[float]          # presentation time of each video frame, seconds, in decode order of output
+    times: list[float]          # presentation time of each video frame in seconds, sorted
     colorspace: int
     color_range: int
     color_primaries: int

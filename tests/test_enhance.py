@@ -345,13 +345,13 @@ def test_output_same_as_input_is_refused(tmp_path, clip, tiny_model) -> None:
     assert leftovers(tmp_path) == []
 
 
-def test_truncated_faststart_mp4(tmp_path, tiny_model) -> None:
-    """The sample's index is at the front: the demuxer reads half the frames and stops without a word.
+def test_truncated_faststart_mp4(tmp_path, clip, tiny_model) -> None:
+    """With the index at the front, the demuxer reads the first half of the frames and stops without a word.
 
     That must be an error, not a short output. It is found while decoding, after the model is
     loaded, so -q keeps the info lines out of the way.
     """
-    half = _truncate(SAMPLE, tmp_path / "half.mp4")
+    half = _truncate(clip("faststart"), tmp_path / "half.mp4")
     out = tmp_path / "out.mp4"
     run = vsrft("enhance", half, out, "--model", tiny_model, *FAST, "-q")
     line = assert_one_line_error(run)
@@ -364,14 +364,36 @@ def test_truncated_faststart_mp4(tmp_path, tiny_model) -> None:
     assert not out.exists() and leftovers(tmp_path) == []
 
 
-def test_existing_output_survives_a_failed_run(tmp_path, tiny_model) -> None:
+def test_truncated_sample(tmp_path, tiny_model) -> None:
+    """The same with the repository's sample (cut inside the video data, after its first shot)."""
+    half = tmp_path / "half.mp4"
+    half.write_bytes(SAMPLE.read_bytes()[:60_000])
+    out = tmp_path / "out.mp4"
+    line = assert_one_line_error(vsrft("enhance", half, out, "--model", tiny_model, *FAST, "-q"))
+    assert "truncated" in line and not out.exists() and leftovers(tmp_path) == []
+
+
+def test_existing_output_survives_a_failed_run(tmp_path, clip, tiny_model) -> None:
     out = tmp_path / "out.mp4"
     out.write_bytes(b"precious")
-    half = _truncate(SAMPLE, tmp_path / "half.mp4")
+    half = _truncate(clip("faststart"), tmp_path / "half.mp4")
     run = vsrft("enhance", half, out, "--model", tiny_model, *FAST, "-q")
     assert_one_line_error(run)
     assert out.read_bytes() == b"precious"
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("args", [
+    ["enhance", "in.mp4"],                              # no output
+    ["enhance", "in.mp4", "out.mp4", "--scale", "two"],
+    ["enhance", "in.mp4", "out.mp4", "--no-such-option"],
+    [],
+    ["no-such-command"],
+])
+def test_usage_mistakes_are_one_line(tmp_path, args: list[str]) -> None:
+    run = vsrft(*args)
+    assert_one_line_error(run)
+    assert "--help" in run.stderr_lines[0]
 
 
 # ---------------------------------------------------------------- Ctrl-C
@@ -412,3 +434,26 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:   # the preflight's empty temporary file comes and goes
         return 0
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A folder on a 64 KiB tmpfs: writes fail with ENOSPC part way through a run (needs root and mount)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mount.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_disk_full_mid_run(full_disk, clip, tiny_model) -> None:
+    """The encoder thread fails part way: one line, exit 2, no leftovers, and above all no hang."""
+    out = full_disk / "out.mp4"
+    run = vsrft("enhance", clip("long"), out, "--model", tiny_model, *FAST, "-q", timeout=180)
+    line = assert_one_line_error(run)
+    assert "No space left on device" in line
+    assert list(full_disk.iterdir()) == []

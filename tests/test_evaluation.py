@@ -122,18 +122,21 @@ def test_table_bicubic_row_is_worse_than_ground_truth_row(seq: EvalSequence) -> 
 
 
 def test_table_with_a_model_goes_through_the_enhancer(seq: EvalSequence, tiny_model: Path) -> None:
-    seqs = [seq, EvalSequence("second", seq.frames[::-1], "reversed")]
+    seqs = [EvalSequence("photo:a", seq.frames), EvalSequence("clip:b", seq.frames[::-1], "reversed")]
     rows = model_table([str(tiny_model)], seqs, scale=4)
     assert [r["method"] for r in rows] == [BICUBIC, str(tiny_model)]
     row = rows[1]
-    assert set(row["per_sequence"]) == {"synthetic", "second"}
+    assert set(row["per_sequence"]) == {"photo:a", "clip:b"}
     assert row["mean"]["y_psnr"] == pytest.approx(
-        np.mean([row["per_sequence"][n]["y_psnr"] for n in ("synthetic", "second")]))
+        np.mean([row["per_sequence"][n]["y_psnr"] for n in ("photo:a", "clip:b")]))
+    assert row["groups"]["clip"] == row["per_sequence"]["clip:b"]
     assert row["frames"] == 16
+    md = to_markdown(rows, per_sequence=True)
+    assert "| photo (1) |" in md and "| clip (1) |" in md
     # the same frames straight through upscale_sequence give the same numbers
     lr = degrade_sequence(seq.frames, Degradation(scale=4))
     out = upscale_sequence(lr, str(tiny_model), 4)
-    assert evaluate(out, seq.frames, 4)["y_psnr"] == pytest.approx(row["per_sequence"]["synthetic"]["y_psnr"])
+    assert evaluate(out, seq.frames, 4)["y_psnr"] == pytest.approx(row["per_sequence"]["photo:a"]["y_psnr"])
 
 
 def test_split_method() -> None:

@@ -79,8 +79,15 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info messages")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are bad input too: one line on stderr, exit code 2 (subcommand parsers inherit this)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"vsrft: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vsrft", description="Video super-resolution that corrects itself on the video it is given.")
+    parser = _Parser(prog="vsrft", description="Video super-resolution that corrects itself on the video it is given.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details (model, provider, stage times)")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -174,11 +181,12 @@ def write_outputs(args: argparse.Namespace, enhancer) -> None:
 
 
 def cmd_enhance(args: argparse.Namespace) -> int:
-    from vsrft.engine import enhance, preflight
+    from vsrft.io.encode import preflight
 
-    # fail on a bad input, output or encoder setting before loading the model
+    # fail on a bad input, output or encoder setting before importing torch and loading the model
     preflight(args.input, args.output, scale=args.scale, codec=args.codec, crf=args.crf, preset=args.preset,
               pix_fmt=args.pix_fmt)
+    from vsrft.engine import enhance
     enhancer = make_enhancer(args)
     bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
     try:

@@ -285,20 +285,14 @@ class _Worker(threading.Thread):
 
 def preflight(src: str | Path, dst: str | Path, *, scale: int = 4, codec: str = "libx264",
               crf: float | None = 18, preset: str | None = "veryfast", pix_fmt: str | None = None) -> None:
-    """Check the input, the output path and the encoder settings before any model is loaded.
-
-    Opens the input, and makes (then removes) the output's temporary file with the encoder opened:
-    every mistake in the arguments fails in a blink, as one VsrftError, with nothing left behind.
-    """
-    from vsrft.io.decode import VideoSource
-    from vsrft.io.encode import VideoSink
+    """Check the input, the output path and the encoder settings before any model is loaded
+    (see `vsrft.io.encode.preflight`), and the scale."""
+    from vsrft.io import encode
     from vsrft.network import SUPPORTED_SCALES
 
     if scale not in SUPPORTED_SCALES:
         raise VsrftError(f"scale must be one of {', '.join(map(str, SUPPORTED_SCALES))}, got {scale}")
-    with VideoSource(src) as source:
-        VideoSink(dst, source, source.width * scale, source.height * scale, codec=codec, crf=crf,
-                  preset=preset, pix_fmt=pix_fmt).abort()
+    encode.preflight(src, dst, scale=scale, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt)
 
 
 def enhance(src: str | Path, dst: str | Path, *, codec: str = "libx264", crf: float | None = 18,

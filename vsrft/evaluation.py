@@ -103,7 +103,7 @@ def _is_grayscale(rgb: np.ndarray, tol: float = 3.0) -> bool:
     return float(np.abs(small - small.mean(axis=2, keepdims=True)).mean()) < tol
 
 
-def photo_sequences(folders: Iterable[str | Path], *, count: int = 8, frames: int = 20,
+def photo_sequences(folders: Iterable[str | Path], *, count: int | None = None, frames: int = 12,
                     size: tuple[int, int] = (256, 192), seed: int = 0, holdout: float = HOLDOUT_FRACTION,
                     names: Sequence[str] | None = None, tries: int = 50,
                     min_detail: float = 5.0) -> list[EvalSequence]:
@@ -115,7 +115,8 @@ def photo_sequences(folders: Iterable[str | Path], *, count: int = 8, frames: in
     (`seed`, the name's hash) and centre-cropped to `size` = (width, height); the first whose first
     frame reaches `min_detail` (see `detail`) is used, so near-flat views (sky, a plain wall) are
     redrawn but textured ones are not sought out. Grayscale photos (the calibration chessboards)
-    are skipped. The first `count` photos that yield a window make the set.
+    are skipped. The first `count` photos that yield a window make the set (all of them if None:
+    the gain of a model over bicubic varies by ~3 dB between photos, so a handful is a noisy sample).
     """
     from vsrft.train.data import camera_window, find_media, is_held_out, load_photo
 
@@ -140,7 +141,7 @@ def photo_sequences(folders: Iterable[str | Path], *, count: int = 8, frames: in
     out: list[EvalSequence] = []
     y0, x0 = (side - h) // 2, (side - w) // 2
     for path in held:
-        if len(out) >= count:
+        if count is not None and len(out) >= count:
             break
         img = load_photo(path)
         if img is None:
@@ -166,7 +167,7 @@ def photo_sequences(folders: Iterable[str | Path], *, count: int = 8, frames: in
                      else f"too small for a {frames}-frame {side}px window")
             continue
         out.append(EvalSequence(f"photo:{path.stem}", chosen, f"camera motion over held-out photo {path}"))
-    if len(out) < count:
+    if count is not None and len(out) < count:
         log.warning("only %d of %d held-out photo sequences could be made", len(out), count)
     return out
 
@@ -235,18 +236,19 @@ def clip_sequences(*, frames: int = 30, multiple: int = 4,
     return out
 
 
-def heldout_sequences(photo_folders: Iterable[str | Path] = ("/work/data/photos",), *, photos: int = 8,
-                      photo_frames: int = 20, photo_size: tuple[int, int] = (256, 192), clips: bool = True,
+def heldout_sequences(photo_folders: Iterable[str | Path] = ("/work/data/photos",), *, photos: int | None = None,
+                      photo_frames: int = 12, photo_size: tuple[int, int] = (256, 192), clips: bool = True,
                       clip_frames: int = 30, scale: int = 4, seed: int = 0,
                       holdout: float = HOLDOUT_FRACTION) -> list[EvalSequence]:
-    """The validation set: held-out photo sequences, then the real clips that are installed.
+    """The validation set: held-out photo sequences (all usable ones unless `photos` caps them),
+    then the real clips that are installed.
 
     Deterministic for a given folder content, OpenCV and PyAV; `EvalSequence.digest()` tells.
     """
     if photo_size[0] % scale or photo_size[1] % scale:
         raise ValueError(f"photo_size {photo_size} must be divisible by the scale {scale}")
     seqs = photo_sequences(photo_folders, count=photos, frames=photo_frames, size=photo_size, seed=seed,
-                           holdout=holdout) if photos > 0 else []
+                           holdout=holdout) if photos != 0 else []
     if clips:
         seqs += clip_sequences(frames=clip_frames, multiple=scale)
     if not seqs:
@@ -372,6 +374,11 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
+def _group(name: str) -> str:
+    """"photo:heron" -> "photo"; names without a prefix form their own group."""
+    return name.split(":", 1)[0] if ":" in name else name
+
+
 def model_table(models: Sequence[str], sequences: Sequence[EvalSequence], scale: int = 4,
                 degradation: Degradation | None = None, *, threads: int = 0,
                 include_ground_truth: bool = False) -> list[dict]:
@@ -379,7 +386,8 @@ def model_table(models: Sequence[str], sequences: Sequence[EvalSequence], scale:
 
     `models` are built-in names or checkpoint paths, run with adaptation off; append "+adapt"
     (e.g. "vsrft-gan+adapt") for a row with test-time adaptation on, a fresh Enhancer per sequence.
-    Each row: {"method", "mean": {metric: value}, "per_sequence": {name: {metric: value}},
+    Each row: {"method", "mean": {metric: value}, "groups": {"photo" | "clip": {metric: value}},
+    "per_sequence": {name: {metric: value}},
     "seconds": upscaling time (adaptation included), "load_seconds", "frames"}. Means weigh every sequence equally. `degradation` defaults to the
     training's: bicubic x`scale`, no blur. `include_ground_truth` adds the trivial ground-truth row
     (a sanity check of the metrics: inf Y-PSNR, SSIM 1, zero LPIPS/tOF/gap).
@@ -414,7 +422,9 @@ def model_table(models: Sequence[str], sequences: Sequence[EvalSequence], scale:
             per[s.name] = evaluate(out, s.frames, scale)
             log.info("%s on %s: %s", method, s.name, {k: round(v, 4) for k, v in per[s.name].items()})
         mean = {k: _mean([per[s.name][k] for s in sequences]) for k, _, _ in METRICS}
-        rows.append({"method": method, "mean": mean, "per_sequence": per,
+        groups = {g: {k: _mean([per[s.name][k] for s in sequences if _group(s.name) == g]) for k, _, _ in METRICS}
+                  for g in dict.fromkeys(_group(s.name) for s in sequences)}
+        rows.append({"method": method, "mean": mean, "groups": groups, "per_sequence": per,
                      "seconds": seconds, "load_seconds": t_load,
                      "frames": sum(len(s.frames) for s in sequences)})
     return rows
@@ -434,20 +444,34 @@ def _fmt(key: str, v: float) -> str:
     return f"{v:.4f}"
 
 
+def _table(head: list[str], entries: list[tuple[list[str], dict[str, float], float | None]]) -> list[str]:
+    """Markdown lines; entries: (label cells, metric values, bicubic Y-PSNR to compare with or None)."""
+    with_gain = any(base is not None for _, _, base in entries)
+    head = head + [t for _, t, _ in METRICS] + (["ΔY-PSNR vs bicubic"] if with_gain else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for labels, v, base in entries:
+        cells = labels + [_fmt(k, v[k]) for k, _, _ in METRICS]
+        if with_gain:
+            d = math.nan if base is None else v["y_psnr"] - base
+            cells.append("n/a" if math.isnan(d) else "inf" if math.isinf(d) else f"{d:+.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def to_markdown(rows: Sequence[dict], *, per_sequence: bool = False) -> str:
     """The validation table: one line per method, mean over sequences, plus Y-PSNR gain over bicubic.
 
-    With `per_sequence`, a second table gives Y-PSNR / LPIPS / tOF per sequence and method.
+    With `per_sequence`, the same means per group of sequences (photo, clip), then Y-PSNR / LPIPS /
+    tOF per sequence and method.
     """
-    base = next((r["mean"]["y_psnr"] for r in rows if r["method"] == BICUBIC), None)
-    head = ["method"] + [t for _, t, _ in METRICS] + (["ΔY-PSNR vs bicubic"] if base is not None else [])
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [r["method"]] + [_fmt(k, r["mean"][k]) for k, _, _ in METRICS]
-        if base is not None:
-            d = r["mean"]["y_psnr"] - base
-            cells.append("inf" if math.isinf(d) else f"{d:+.2f}")
-        lines.append("| " + " | ".join(cells) + " |")
+    bic = next((r for r in rows if r["method"] == BICUBIC), None)
+    lines = _table(["method"], [([r["method"]], r["mean"], bic["mean"]["y_psnr"] if bic else None) for r in rows])
+    groups = list(rows[0].get("groups", {})) if rows else []
+    if per_sequence and len(groups) > 1:
+        lines += [""] + _table(["method", "sequences"], [
+            ([r["method"], f"{g} ({sum(1 for n in r['per_sequence'] if _group(n) == g)})"], r["groups"][g],
+             bic["groups"][g]["y_psnr"] if bic else None)
+            for g in groups for r in rows])
     if per_sequence and rows:
         names = list(rows[0]["per_sequence"])
         lines += ["", "| sequence | " + " | ".join(r["method"] for r in rows) + " |",

@@ -193,3 +193,18 @@ class VideoSink:
 def _format_for(path: Path) -> str | None:
     ext = path.suffix.lower().lstrip(".")
     return {"mkv": "matroska", "m4v": "mp4", "ts": "mpegts", "y4m": "yuv4mpegpipe", "": "matroska"}.get(ext)
+
+
+def preflight(src: str | Path, dst: str | Path, *, scale: int = 4, codec: str = "libx264",
+              crf: float | None = 18, preset: str | None = "veryfast", pix_fmt: str | None = None) -> None:
+    """Check the input, the output path and the encoder settings before any model is loaded.
+
+    Opens the input, and makes (then removes) the output's temporary file with the encoder opened:
+    every mistake in the arguments fails in a blink, as one VsrftError, with nothing left behind.
+    Needs neither torch nor ONNX Runtime, so the command line can call it before importing them.
+    """
+    if scale < 1:
+        raise VsrftError(f"scale must be a positive integer, got {scale}")
+    with VideoSource(src) as source:
+        VideoSink(dst, source, source.width * scale, source.height * scale, codec=codec, crf=crf,
+                  preset=preset, pix_fmt=pix_fmt).abort()
