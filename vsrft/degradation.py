@@ -172,9 +172,11 @@ def resize_torch(x: "torch.Tensor", out_h: int, out_w: int) -> "torch.Tensor":
 
 
 @lru_cache(maxsize=32)
-def _pinv(m_bytes: bytes, shape: tuple[int, int], rcond: float) -> np.ndarray:
-    m = np.frombuffer(m_bytes, dtype=np.float32).reshape(shape).astype(np.float64)
-    return np.linalg.pinv(m, rcond=rcond).astype(np.float32)
+def pinv_matrices(op: Degradation, hr_h: int, hr_w: int) -> tuple[np.ndarray, np.ndarray]:
+    """(HR_h, LR_h) and (HR_w, LR_w) pseudo-inverses of A's separable factors: A^+ = Mh^+ (x) Mw^+."""
+    mh, mw = op.axis_matrices(hr_h, hr_w)
+    return (np.linalg.pinv(mh.astype(np.float64), rcond=1e-4).astype(np.float32),
+            np.linalg.pinv(mw.astype(np.float64), rcond=1e-4).astype(np.float32))
 
 
 def project(hr: np.ndarray, lr: np.ndarray, op: Degradation, strength: float = 1.0) -> np.ndarray:
@@ -186,7 +188,6 @@ def project(hr: np.ndarray, lr: np.ndarray, op: Degradation, strength: float = 1
     if op.kernel is not None:
         raise ValueError("the projection needs a separable operator (Gaussian or no blur), not a 2-D kernel")
     mh, mw = op.axis_matrices(hr.shape[1], hr.shape[2])
-    ph = _pinv(mh.tobytes(), mh.shape, 1e-4)
-    pw = _pinv(mw.tobytes(), mw.shape, 1e-4)
+    ph, pw = pinv_matrices(op, hr.shape[1], hr.shape[2])
     residual = lr - np.matmul(np.matmul(mh, hr), mw.T)
     return hr + strength * np.matmul(np.matmul(ph, residual), pw.T)

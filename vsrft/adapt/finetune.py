@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from vsrft.degradation import Degradation, degrade_torch, resize_torch
+from vsrft.degradation import Degradation, degrade_torch, pinv_matrices, resize_torch
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +32,17 @@ _LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 class AdaptConfig:
     steps: int = 40                 # step budget per keyframe
     seconds: float = 8.0            # time budget per keyframe
-    lr: float = 1e-4
+    lr: float = 1e-3
     optimizer: str = "adam"         # "adam" or "sgd" (the paper's SGD 0.01, momentum 0.9, summed loss)
     batch: int = 8
     patch: int = 48                 # LR crop side
     margin: int = 6                 # LR pixels at crop borders left out of the loss (zero padding)
     frames: int = 8                 # frames of the shot the crops are drawn from
     anchor: float = 0.0             # L2 pull towards the weights adaptation started from
-    layers: str = "all"             # "all", "body" (head and upsampler frozen) or "upsample"
+    layers: str = "upsample"        # "all", "body" (head and upsampler frozen) or "upsample" (last two convs)
     chroma_weight: float = 0.25
-    loss: str = "lr"                # "lr": ||A f - y||^2; "precond": ||A^+(A f - y)||^2 (Gauss-Newton metric)
-    min_gain_db: float = 0.05       # held-out LR-PSNR gain needed to accept
+    loss: str = "precond"           # "lr": ||A f - y||^2; "precond": ||A^+(A f - y)||^2 (Gauss-Newton metric)
+    min_gain_db: float = 1.0        # held-out LR-PSNR gain needed to accept (smaller gains were HR losses)
     plateau_db: float = 0.0         # > 0: stop when LR-PSNR gains less than this per check (paper: 0.04)
     seed: int = 0
 
@@ -91,10 +91,8 @@ def consistency_loss(module: nn.Module, windows: torch.Tensor, op: Degradation, 
 def _pinv_apply(r: torch.Tensor, op: Degradation) -> torch.Tensor:
     """A^+ r for a separable A: the HR correction the exact projection would make."""
     h, w = r.shape[-2:]
-    mh, mw = op.axis_matrices(h * op.scale, w * op.scale)
-    ph = torch.from_numpy(np.linalg.pinv(mh.astype(np.float64), rcond=1e-4).astype(np.float32))
-    pw = torch.from_numpy(np.linalg.pinv(mw.astype(np.float64), rcond=1e-4).astype(np.float32))
-    return ph @ r @ pw.T
+    ph, pw = pinv_matrices(op, h * op.scale, w * op.scale)
+    return torch.from_numpy(ph) @ r @ torch.from_numpy(pw).T
 
 
 def _psnr(mse: float) -> float:
