@@ -43,7 +43,7 @@ class Network:
         radius = int(getattr(module, "receptive_radius", 16))
         onnx_bytes = cached_export(module, 3 * info.frames, key=repr(sorted(info.config.items())))
         runtime = Runtime(onnx_bytes, info.scale, radius, providers=providers, threads=threads, tile=tile)
-        log.info("model %s (%s) on %s", info.name, info.config, runtime.provider)
+        log.debug("model %s (%s) on %s", info.name, info.config, runtime.provider)
         return cls(module, info, runtime, scale)
 
     @property
