@@ -69,8 +69,8 @@ def make_clip(path: Path, w: int, h: int, seconds: float, two_shots: bool) -> No
     if two_shots:
         half = seconds / 2
         src = (f"-stream_loop -1 -i {sample} -f lavfi -i testsrc2=size={w}x{h}:rate=25 "
-               f"-filter_complex [0:v]scale={w}:{h},fps=25,trim=duration={half},setpts=PTS-STARTPTS[a];"
-               f"[1:v]trim=duration={half},setpts=PTS-STARTPTS[b];[a][b]concat=n=2:v=1[v] -map [v]")
+               f"-filter_complex [0:v]scale={w}:{h},setsar=1,fps=25,trim=duration={half},setpts=PTS-STARTPTS[a];"
+               f"[1:v]setsar=1,trim=duration={half},setpts=PTS-STARTPTS[b];[a][b]concat=n=2:v=1[v] -map [v]")
     else:
         src = f"-stream_loop -1 -i {sample} -vf scale={w}:{h},fps=25 -t {seconds}"
     cmd = f"ffmpeg -v error -y {src} -c:v libx264 -crf 16 -pix_fmt yuv420p {path}"
