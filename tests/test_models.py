@@ -22,19 +22,15 @@ def test_checkpoint_round_trip(tmp_path) -> None:
         assert torch.equal(loaded(x), model(x))
 
 
-def test_wrong_shapes_name_the_mismatch(tmp_path) -> None:
-    model = random_vsrnet()                                     # 8 channels
+@pytest.mark.parametrize("change, message", [
+    ({"channels": 16}, r"head\.weight has shape \(8, 60, 3, 3\), expected \(16, 60, 3, 3\)"),   # 8 channels saved
+    ({"blocks": 2}, r"missing \['body\.1\.conv1\.weight'"),                                       # 1 block saved
+])
+def test_a_checkpoint_that_does_not_fit_names_the_mismatch(tmp_path, change, message) -> None:
+    model = random_vsrnet()
     path = tmp_path / "bad.pt"
-    checkpoint.save(path, model, {**model.config, "channels": 16})
-    with pytest.raises(VsrftError, match=r"head\.weight has shape \(8, 60, 3, 3\), expected \(16, 60, 3, 3\)"):
-        checkpoint.load(path)
-
-
-def test_missing_weights_name_the_mismatch(tmp_path) -> None:
-    model = random_vsrnet()                                     # 1 block
-    path = tmp_path / "bad.pt"
-    checkpoint.save(path, model, {**model.config, "blocks": 2})
-    with pytest.raises(VsrftError, match=r"missing \['body\.1\.conv1\.weight'"):
+    checkpoint.save(path, model, {**model.config, **change})
+    with pytest.raises(VsrftError, match=message):
         checkpoint.load(path)
 
 
