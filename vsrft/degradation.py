@@ -13,8 +13,12 @@ import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:   # torch stays an optional import for the NumPy-only paths
+    import torch
 
 
 def _cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:

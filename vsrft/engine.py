@@ -12,7 +12,6 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 

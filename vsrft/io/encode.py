@@ -13,10 +13,9 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import numpy as np
 
 from vsrft.errors import VsrftError
-from vsrft.frame import Colour, Frame
+from vsrft.frame import Frame
 from vsrft.io.convert import rgb_to_frame
 from vsrft.io.decode import VideoSource
 
