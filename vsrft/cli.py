@@ -377,11 +377,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     nearest = cv2.resize(lr[n], (w * s, h * s), interpolation=cv2.INTER_NEAREST)
     if args.crop:
         box = tuple(int(v) for v in args.crop.split(","))
-    else:     # the 64x64 HR window with the most detail in the base output
-        gray = cv2.cvtColor(base[n], cv2.COLOR_RGB2GRAY).astype(np.float32)
-        energy = cv2.boxFilter(np.abs(cv2.Laplacian(gray, cv2.CV_32F)), -1, (64, 64))
-        y, x = np.unravel_index(np.argmax(energy[32:-32, 32:-32]), energy[32:-32, 32:-32].shape)
-        box = (int(x), int(y), 64, 64)
+    else:
+        box = compare.detailed_box(base[n])
     panels = [("input (nearest)", nearest), ("bicubic", bicubic[n]), ("base network", base[n]),
               ("adapted" if args.adapt else "network", adapted[n])]
     if args.reference:

@@ -114,12 +114,18 @@ class Degradation:
 
     def axis_matrices(self, hr_h: int, hr_w: int) -> tuple[np.ndarray, np.ndarray]:
         """Separable (LR_h, HR_h) and (LR_w, HR_w) matrices of the whole operator (blur folded in)."""
-        lr_h, lr_w = hr_h // self.scale, hr_w // self.scale
-        mh, mw = resize_matrix(hr_h, lr_h), resize_matrix(hr_w, lr_w)
-        if self.blur_sigma > 0:
-            mh = mh @ gaussian_matrix(hr_h, self.blur_sigma)
-            mw = mw @ gaussian_matrix(hr_w, self.blur_sigma)
-        return mh, mw
+        return _axis_matrices(self, hr_h, hr_w)
+
+
+@lru_cache(maxsize=64)
+def _axis_matrices(op: Degradation, hr_h: int, hr_w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cached per operator and frame size: the engine asks for the same ones every frame."""
+    lr_h, lr_w = hr_h // op.scale, hr_w // op.scale
+    mh, mw = resize_matrix(hr_h, lr_h), resize_matrix(hr_w, lr_w)
+    if op.blur_sigma > 0:
+        mh = mh @ gaussian_matrix(hr_h, op.blur_sigma)
+        mw = mw @ gaussian_matrix(hr_w, op.blur_sigma)
+    return mh, mw
 
 
 def apply_separable(x: np.ndarray, mh: np.ndarray, mw: np.ndarray) -> np.ndarray:
