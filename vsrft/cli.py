@@ -216,6 +216,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
 def cmd_pipe(args: argparse.Namespace) -> int:
     from fractions import Fraction
 
+    from vsrft.engine import Progress
     from vsrft.io import y4m
 
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
@@ -243,7 +244,7 @@ def cmd_pipe(args: argparse.Namespace) -> int:
                     out_header = y4m.output_header(header, frame.rgb.shape[1], frame.rgb.shape[0])
                     y4m.write_header(stdout, out_header)
                 y4m.write_frame(stdout, frame.rgb, out_header, header.colour)
-            bar(_Progress(n, None, time.monotonic() - start))
+            bar(Progress(n, None, time.monotonic() - start))
         stdout.flush()
     except BrokenPipeError:
         _silence_stdout()
@@ -261,12 +262,6 @@ def _silence_stdout() -> None:
 
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
-
-
-def _Progress(done: int, total: int | None, elapsed: float):
-    from vsrft.engine import Progress
-
-    return Progress(done, total, elapsed)
 
 
 def cmd_degrade(args: argparse.Namespace) -> int:

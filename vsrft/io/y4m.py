@@ -15,6 +15,7 @@ import numpy as np
 from vsrft.errors import VsrftError
 from vsrft.frame import Colour, Frame
 from vsrft.io.convert import frame_to_rgb, guess_colour, rgb_to_frame
+from vsrft.io.decode import MAX_DIMENSION
 
 MAGIC = b"YUV4MPEG2"
 _CHROMA = {"420jpeg": "yuv420p", "420paldv": "yuv420p", "420mpeg2": "yuv420p", "420": "yuv420p",
@@ -105,7 +106,7 @@ def read_header(stream: BinaryIO) -> Y4MHeader:
                 h.extras.append("X" + val)
     except (ValueError, ZeroDivisionError, IndexError, UnicodeDecodeError):
         raise VsrftError(f"malformed YUV4MPEG2 header: {line[:200]!r}") from None
-    if not (0 < h.width <= 16384 and 0 < h.height <= 16384):
+    if not (0 < h.width <= MAX_DIMENSION and 0 < h.height <= MAX_DIMENSION):
         raise VsrftError(f"YUV4MPEG2 header gives an unsupported frame size {h.width}x{h.height}")
     if h.chroma not in _CHROMA:
         raise VsrftError(f"YUV4MPEG2 colour space C{h.chroma} is not supported (supported: {', '.join(_CHROMA)})")
