@@ -79,6 +79,18 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info messages")
 
 
+_MATRICES = {"bt709": 1, "fcc": 4, "bt470bg": 5, "bt601": 6, "smpte170m": 6, "smpte240m": 7, "bt2020": 9,
+             "bt2020nc": 9, "bt2020c": 10}
+
+
+def _matrix_arg(text: str) -> int:
+    """--matrix: a name or an H.273 (AVColorSpace) number that the YUV <-> RGB conversion supports."""
+    value = _MATRICES.get(text.lower()) if not text.isdigit() else int(text)
+    if value not in _MATRICES.values():
+        raise argparse.ArgumentTypeError(f"unsupported matrix {text!r} (use {', '.join(_MATRICES)} or 1, 4-7, 9, 10)")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes are bad input too: one line on stderr, exit code 2 (subcommand parsers inherit this)."""
 
@@ -109,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default=None, metavar="WxH", help="read raw rgb24 frames of this size instead of YUV4MPEG2 "
                    "(and write raw rgb24)")
     p.add_argument("--rate", default="25", help="frame rate of raw rgb24 input (default 25)")
+    p.add_argument("--matrix", type=_matrix_arg, default=None, metavar="M",
+                   help="YUV matrix of the YUV4MPEG2 input (bt709, bt601, bt2020, or an H.273 number); "
+                        "default: BT.709 from 720 lines up, else BT.601")
     p.set_defaults(func=cmd_pipe)
 
     p = sub.add_parser("degrade", help="make LR test footage with exactly the engine's operator A")
@@ -230,6 +245,8 @@ def cmd_pipe(args: argparse.Namespace) -> int:
         header = None
     else:
         header = y4m.read_header(stdin)
+        if args.matrix is not None:
+            header.matrix = args.matrix
         frames = y4m.read_frames(stdin, header)
     enhancer = make_enhancer(args)
     bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())

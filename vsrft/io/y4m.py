@@ -36,6 +36,7 @@ class Y4MHeader:
     aspect: str = "0:0"
     chroma: str = "420jpeg"
     extras: list[str] = field(default_factory=list)
+    matrix: int = 2          # AVColorSpace of the YUV; 2 (unspecified): guessed from the height
 
     @property
     def pix_fmt(self) -> str:
@@ -49,7 +50,7 @@ class Y4MHeader:
                 rng = 2
             elif x.upper() == "XCOLORRANGE=LIMITED":
                 rng = 1
-        return guess_colour(self.height, "", rng=rng)
+        return guess_colour(self.height, "", matrix=self.matrix, rng=rng)
 
     def frame_bytes(self) -> int:
         vf = av.VideoFrame(self.width, self.height, self.pix_fmt)
