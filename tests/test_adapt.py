@@ -123,3 +123,43 @@ def test_cli_report_and_saved_weights(tiny_model, tmp_path) -> None:
     again = vsrft("enhance", SAMPLE, tmp_path / "o2.mkv", "--model", ckpt, "--no-adapt", "--codec", "ffv1", "-q")
     assert again.returncode == 0, again.stderr
     assert next(saved.glob("*.onnx")).stat().st_size > 1000
+
+
+def _run_recording(enh: Enhancer, frames: list[np.ndarray]) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
+    """Output frames, and (frames read, frames returned) each time an adaptation starts."""
+    pulled, out, events = [0], [], []
+
+    def source():
+        for f in frames:
+            pulled[0] += 1
+            yield f
+
+    enh.on_stage = lambda stage: events.append((pulled[0], len(out))) if stage == "adapting" else None
+    for hr in enh.process(source()):
+        out.append(hr)
+    return out, events
+
+
+def test_background_adaptation_reads_ahead_and_equals_in_line(tiny_model) -> None:
+    frames = decoded_rgb(SAMPLE)[:70]                       # the sample's first two shots
+    cfg = AdaptConfig(steps=4, seconds=120, batch=4, patch=32, min_gain_db=-100)
+    sync = Enhancer(model=str(tiny_model), adapt_config=cfg, adapt_sync=True)
+    ref, sync_events = _run_recording(sync, frames)
+    background = Enhancer(model=str(tiny_model), adapt_config=cfg, lookahead=16)
+    got, events = _run_recording(background, frames)
+    background.close()
+    assert len(got) == len(ref) == 70
+    assert all(np.array_equal(a, b) for a, b in zip(got, ref))
+    assert [r.steps for r in background.reports] == [r.steps for r in sync.reports] == [4, 4]
+    cut = background.reports[1].frame_index
+    # in line: the first shot is all returned before the second shot's adaptation starts;
+    # in the background: it starts while the end of the first shot is still being inferred
+    assert sync_events[1][1] >= cut
+    assert events[1][1] < cut <= events[1][0]
+
+
+def test_background_adaptation_error_reaches_the_caller(tiny_model) -> None:
+    enh = Enhancer(model=str(tiny_model), adapt_config=AdaptConfig(steps=2, patch=0))
+    with pytest.raises(Exception):
+        list(enh.process(decoded_rgb(SAMPLE)[:12]))
+    enh.close()

@@ -67,7 +67,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapt-seconds", type=float, default=None, help="time budget per keyframe")
     p.add_argument("--adapt-lr", type=float, default=None, help="fine-tuning learning rate")
     p.add_argument("--adapt-sync", action="store_true",
-                   help="deterministic adaptation (each shot's frames wait for its weights; currently always so)")
+                   help="adapt in line, with the step budget only: reproducible output (default: "
+                        "adapt in a background thread while the previous shot is inferred)")
     p.add_argument("--warm-start", action="store_true", help="start each shot's adaptation from the previous shot's weights")
     p.add_argument("--project", action="store_true",
                    help="finish each frame with the exact data-consistency projection x + A+(y - Ax)")
@@ -196,7 +197,8 @@ def make_enhancer(args: argparse.Namespace):
         raise VsrftError(f"kernel file not found: {args.kernel}")
     return Enhancer(scale=args.scale, model=args.model, adapt=args.adapt, blur=args.blur, kernel=args.kernel,
                     project=args.project, adapt_config=cfg, adapt_every=args.adapt_every,
-                    warm_start=args.warm_start, tile=args.tile, providers=args.provider)
+                    warm_start=args.warm_start, tile=args.tile, providers=args.provider,
+                    adapt_sync=args.adapt_sync)
 
 
 def write_outputs(args: argparse.Namespace, enhancer) -> None:

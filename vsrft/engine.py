@@ -7,11 +7,15 @@ encode on separate threads.
 """
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -24,7 +28,7 @@ from vsrft.adapt import AdaptConfig, AdaptResult, KeyframePolicy, finetune
 from vsrft.degradation import Degradation, project
 from vsrft.errors import VsrftError
 from vsrft.frame import Frame
-from vsrft.network import Network, to_uint8
+from vsrft.network import Network, as_float_chw, to_uint8, to_uint16
 from vsrft.windows import CutDetector, Window, WindowAssembler
 
 log = logging.getLogger(__name__)
@@ -56,19 +60,41 @@ class Stats:
     frames: int = 0
     cuts: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "windows": 0.0, "inference": 0.0,
-                                                                "encode": 0.0, "adaptation": 0.0})
+                                                                "encode": 0.0, "adaptation": 0.0,
+                                                                "adaptation_wait": 0.0})
     provider: str = ""
+
+
+@dataclass(eq=False)
+class _Keyframe:
+    """A keyframe's adaptation: the windows it learns from, then its outcome."""
+    windows: list[Window[Frame]]
+    shot_start: bool
+    future: Future | None = None
+    weights: dict[str, torch.Tensor] | None = None
+    result: AdaptResult | None = None
+
+    def __post_init__(self) -> None:
+        self.index, self.time = self.windows[0].centre.index, self.windows[0].centre.time
+
+
+def _done(value: Any) -> Future:
+    f: Future = Future()
+    f.set_result(value)
+    return f
 
 
 class Enhancer:
     """Upscales a stream of frames with a 5-frame VSR network that adapts itself to the stream.
 
     `process(frames)` accepts H x W x 3 uint8 RGB arrays, `av.VideoFrame`s or `vsrft.Frame`s
-    and yields the same kind, upscaled, in order, one for one. Latency is two frames, plus
-    `adapt_config.frames` at each keyframe when adapting (the shot's first frames are held
-    back until the weights for the shot are chosen, so a shot never changes weights midway
-    unless `adapt_every` asks for it; then old and new outputs are blended over
-    `blend_frames`).
+    and yields the same kind, upscaled, in order, one for one. Latency is two frames without
+    adaptation. With it, a shot's frames wait for the shot's weights (so a shot never changes
+    weights midway unless `adapt_every` asks for it; then old and new outputs are blended over
+    `blend_frames`): the adaptation runs in a background thread on the shot's first
+    `adapt_config.frames` windows while up to `lookahead` windows are read ahead and the
+    previous shot is still being inferred. `adapt_sync=True` adapts in line instead, with the
+    step budget only (never the clock), so the output is reproducible bit for bit.
 
     State: the current weights, the adaptation reports, the position in the stream.
     """
@@ -78,7 +104,8 @@ class Enhancer:
                  adapt_config: AdaptConfig | None = None, adapt_every: float | None = None,
                  warm_start: bool = False, blend_frames: int = 8, tile: int = 512,
                  providers: list[str] | None = None, threads: int = 0,
-                 on_adapt: Callable[[AdaptResult], None] | None = None) -> None:
+                 on_adapt: Callable[[AdaptResult], None] | None = None, adapt_sync: bool = False,
+                 lookahead: int = 32) -> None:
         self.scale = scale
         self.network = Network.load(model, scale, providers=providers, threads=threads, tile=tile)
         if kernel is not None:
@@ -98,7 +125,12 @@ class Enhancer:
         self.stats = Stats(provider=self.network.runtime.provider)
         self._pretrained = {k: v.detach().clone() for k, v in self.network.module.state_dict().items()}
         self._current = self._pretrained
-        self._pending: list[Window[Frame]] = []
+        self.adapt_sync = adapt_sync
+        self.lookahead = 0 if adapt_sync else lookahead
+        self._latest = self._pretrained                        # weights the last adaptation decided
+        self._queue: deque[tuple[Window[Frame], _Keyframe | None]] = deque()
+        self._collecting: _Keyframe | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self._blend: tuple[object, int] | None = None     # (old session, frames left)
         self.on_stage: Callable[[str], None] | None = None  # told "adapting" / "upscaling"
 
@@ -137,60 +169,106 @@ class Enhancer:
             yield _like(out, kind)
 
     def _route(self, w: Window[Frame]) -> Iterator[Frame]:
-        """Infer now, or hold the window back while collecting a keyframe's adaptation data."""
+        """Queue the window; start an adaptation when its keyframe's data is collected; infer what is ready."""
         if not self.adapt:
             yield self._upscale(w.items)
             return
-        if self._pending and (w.shot_start or len(self._pending) >= self.adapt_config.frames):
-            yield from self._drain()
         centre = w.centre
+        key: _Keyframe | None = None
         if self.policy.should_adapt(centre.index, centre.time, w.shot_start):
-            self._pending = [w]
-        elif self._pending:
-            self._pending.append(w)
-        else:
-            yield self._upscale(w.items)
+            self._close_collection()
+            key = self._collecting = _Keyframe([w], w.shot_start)
+        elif self._collecting is not None:
+            self._collecting.windows.append(w)
+            if len(self._collecting.windows) >= self.adapt_config.frames:
+                self._close_collection()
+        self._queue.append((w, key))
+        yield from self._advance(final=False)
 
     def _drain(self) -> Iterator[Frame]:
-        pending, self._pending = self._pending, []
-        if not pending:
-            return
-        self._adapt(pending)
-        for w in pending:
+        yield from self._advance(final=True)
+
+    def _advance(self, final: bool) -> Iterator[Frame]:
+        """Infer queued windows in order, `lookahead` windows behind the input, so that an adaptation
+        started at a shot's first frames runs while the end of the previous shot is inferred.
+        A keyframe's window waits for its adaptation."""
+        while self._queue and (final or len(self._queue) > self.lookahead):
+            w, key = self._queue[0]
+            if key is not None:
+                if key is self._collecting:      # its data is still arriving
+                    if not final:
+                        return
+                    self._close_collection()
+                if not key.future.done():
+                    t0 = time.perf_counter()
+                    key.future.exception()
+                    self.stats.seconds["adaptation_wait"] += time.perf_counter() - t0
+                key.future.result()      # re-raises what the adaptation thread raised
+                self._apply(key)
+            self._queue.popleft()
             yield self._upscale(w.items)
 
-    def _adapt(self, pending: list[Window[Frame]]) -> None:
-        t0 = time.perf_counter()
+    def _close_collection(self) -> None:
+        """The keyframe's data is complete: adapt now (sync) or start adapting beside inference."""
+        key, self._collecting = self._collecting, None
+        if key is None:
+            return
+        data = [self.network.stack([f.rgb for f in w.items]) for w in key.windows]
+        key.windows = []
         if self.on_stage:
             self.on_stage("adapting")
-        key = pending[0]
-        shot_start = key.shot_start
-        start = self._current if (self.warm_start or not shot_start) else self._pretrained
-        module = self.network.module
+        if self.adapt_sync:
+            key.future = _done(self._adapt_job(key, data))
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vsrft-adapt")
+            key.future = self._pool.submit(self._adapt_job, key, data)
+
+    def _adapt_job(self, key: _Keyframe, data: list[np.ndarray]) -> None:
+        """Runs in the adaptation thread (or in line with --adapt-sync). Jobs run one at a time, in
+        stream order, so each starts from the weights the previous one decided."""
+        t0 = time.perf_counter()
+        start = self._latest if (self.warm_start or not key.shot_start) else self._pretrained
+        module = copy.deepcopy(self.network.module)
         module.load_state_dict(start)
-        data = [self.network.stack([f.rgb for f in w.items]) for w in pending]
-        state, result = finetune(module, data, self.degradation, self.network.info.scale, self.adapt_config,
-                                 frame_index=key.centre.index, time_s=key.centre.time)
-        new = state if state is not None else start
-        if new is not self._current:
+        cfg = self.adapt_config
+        if self.adapt_sync:   # deterministic: the step budget only, never the clock
+            cfg = replace(cfg, seconds=math.inf)
+        state, result = finetune(module, data, self.degradation, self.network.info.scale, cfg,
+                                 frame_index=key.index, time_s=key.time)
+        key.weights = state if state is not None else start
+        key.result = result
+        self._latest = key.weights
+        self.stats.seconds["adaptation"] += time.perf_counter() - t0
+
+    def _apply(self, key: _Keyframe) -> None:
+        """The keyframe's window is next: put its weights in the session (blended inside a shot)."""
+        result = key.result
+        if key.weights is not self._current:
             old_session = self.network.runtime.session
-            result.swap_seconds = self.network.swap(new)
-            if not shot_start and self.blend_frames > 0:
+            result.swap_seconds = self.network.swap(key.weights)
+            if not key.shot_start and self.blend_frames > 0:
                 self._blend = (old_session, self.blend_frames)
-            self._current = new
+            self._current = key.weights
         log.info("adaptation at frame %d: %s in %.1f s (%d steps)", result.frame_index, result.reason,
                  result.seconds, result.steps)
         self.reports.append(result)
-        self.stats.seconds["adaptation"] += time.perf_counter() - t0
         if self.on_adapt:
             self.on_adapt(result)
-        if self.on_stage:
+        if self.on_stage and (self._collecting is None and all(k is None or k.future.done()
+                                                               for _, k in self._queue)):
             self.on_stage("upscaling")
+
+    def close(self) -> None:
+        """Stop the adaptation thread (also done when the object is garbage-collected)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def _upscale(self, window: list[Frame]) -> Frame:
         t0 = time.perf_counter()
         centre = window[len(window) // 2]
-        rgbs = [f.rgb for f in window]
+        rgbs = [f.rgb if f.rgb16 is None else f.rgb16 for f in window]     # deep sources: 16-bit
         hr = self.network.infer(rgbs)
         if self._blend is not None:
             old_session, left = self._blend
@@ -198,12 +276,12 @@ class Enhancer:
             hr = alpha * hr + (1 - alpha) * self.network.infer(rgbs, old_session)
             self._blend = (old_session, left - 1) if left > 1 else None
         if self.project:
-            lr = centre.rgb.transpose(2, 0, 1).astype(np.float32) * np.float32(1 / 255)
+            lr = as_float_chw(centre.rgb if centre.rgb16 is None else centre.rgb16)
             hr = project(hr, lr, self.degradation)
         out = to_uint8(hr)
         self.stats.seconds["inference"] += time.perf_counter() - t0
         self.stats.frames += 1
-        return centre.with_pixels(out)
+        return centre.with_pixels(out, None if centre.rgb16 is None else to_uint16(hr))
 
     def report(self) -> dict:
         """Everything a --report file holds: settings, every adaptation decision, stage times."""

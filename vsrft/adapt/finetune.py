@@ -114,7 +114,8 @@ def sample_crops(windows: list[np.ndarray], count: int, size: int, rng: np.rando
 def _trainable(module: nn.Module, layers: str) -> list[nn.Parameter]:
     if layers == "all":
         return list(module.parameters())
-    names = {"body": ("body",), "upsample": ("upsample", "body_tail")}.get(layers)
+    names = {"body": ("body",), "upsample": ("upsample", "body_tail"), "head": ("head",),
+             "ends": ("head", "upsample", "body_tail")}.get(layers)
     if names is None:
         raise ValueError(f"unknown layer subset {layers!r}")
     params = [p for n, p in module.named_parameters() if n.startswith(names)]
