@@ -28,13 +28,20 @@ class Colour:
 
 @dataclass(frozen=True)
 class Frame:
-    """RGB pixels (H, W, 3) uint8 plus where the picture sits in time."""
+    """RGB pixels (H, W, 3) uint8 plus where the picture sits in time.
+
+    Sources deeper than 8 bits also carry `rgb16`, (H, W, 3) uint16 RGB on the full 16-bit scale,
+    which the network reads instead of `rgb` (then its 8-bit rounding, for cut detection and
+    adaptation). `duration` is the decoder's frame duration in `time_base` units, if known.
+    """
 
     rgb: np.ndarray
     index: int
     pts: int | None = None
     time_base: Fraction | None = None
     key: bool = False
+    rgb16: np.ndarray | None = None
+    duration: int | None = None
 
     @property
     def time(self) -> float | None:
@@ -42,5 +49,6 @@ class Frame:
             return None
         return float(self.pts * self.time_base)
 
-    def with_pixels(self, rgb: np.ndarray) -> "Frame":
-        return replace(self, rgb=rgb)
+    def with_pixels(self, rgb: np.ndarray, rgb16: np.ndarray | None = None) -> "Frame":
+        """The same frame (timing) with new pixels; `rgb16` is dropped unless new one is given."""
+        return replace(self, rgb=rgb, rgb16=rgb16)

@@ -57,8 +57,10 @@ class Network:
         return np.ascontiguousarray(np.concatenate(window, axis=2).transpose(2, 0, 1))
 
     def infer(self, window: list[np.ndarray], session: ort.InferenceSession | None = None) -> np.ndarray:
-        """-> (3, s*h, s*w) float32 at the requested scale."""
-        stacked = self.stack(window).astype(np.float32) * np.float32(1 / 255)
+        """RGB (h, w, 3) uint8, or uint16 on the 16-bit scale (deep sources) -> (3, s*h, s*w) float32
+        at the requested scale."""
+        stacked = self.stack(window)
+        stacked = stacked.astype(np.float32) * np.float32(1 / (65535 if stacked.dtype == np.uint16 else 255))
         hr = self.runtime.run(stacked, session)
         return self.resample(hr, window[0].shape[0], window[0].shape[1])
 
@@ -77,6 +79,19 @@ class Network:
         """Put new weights into the running session (no re-export); returns seconds."""
         return self.runtime.swap_weights({k: v.detach().cpu().numpy() for k, v in state.items()
                                           if k in self.runtime.weight_names})
+
+
+def as_float_chw(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 (or uint16 on the 16-bit scale) -> (3, H, W) float32 in [0, 1]."""
+    return rgb.transpose(2, 0, 1).astype(np.float32) * np.float32(1 / (65535 if rgb.dtype == np.uint16 else 255))
+
+
+def to_uint16(chw: np.ndarray) -> np.ndarray:
+    """(3, H, W) float in [0, 1] -> (H, W, 3) uint16 on the 16-bit scale, rounded (deep outputs)."""
+    hwc = chw.transpose(1, 2, 0) * np.float32(65535)
+    hwc += np.float32(0.5)
+    np.clip(hwc, 0, 65535, out=hwc)
+    return hwc.astype(np.uint16)
 
 
 def to_uint8(chw: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@ the packets of the streams that are copied to the output (audio, subtitles)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -12,12 +13,13 @@ import numpy as np
 
 from vsrft.errors import VsrftError
 from vsrft.frame import Colour, Frame
-from vsrft.io.convert import frame_to_rgb, guess_colour
+from vsrft.io.convert import bit_depth, frame_to_rgb, frame_to_rgb16, guess_colour, rgb16_to_rgb8
 
 log = logging.getLogger(__name__)
 
 COPY_TYPES = ("audio", "subtitle")
 MAX_DIMENSION = 16384
+PEEK_PACKETS = 64          # how far `first_frame_side_data` looks for a first picture
 
 
 def _resolve_colour(stream: av.video.stream.VideoStream) -> Colour:
@@ -60,7 +62,27 @@ class VideoSource:
         self.time_base: Fraction = self.stream.time_base or Fraction(1, 90000)
         self.rate: Fraction | None = self.stream.average_rate or self.stream.guessed_rate
         self.colour = _resolve_colour(self.stream)
+        self.bit_depth = bit_depth(cc.pix_fmt)     # > 8: frames carry 16-bit RGB (`Frame.rgb16`) as well
         self.copy_streams = [s for s in self.container.streams if s.type in COPY_TYPES]
+        self._side_data: FirstFrameSideData | None = None
+
+    @property
+    def other_streams(self) -> list[av.stream.Stream]:
+        """Streams neither decoded nor copied: data, attachments, attached pictures, other video."""
+        keep = {self.stream.index, *(s.index for s in self.copy_streams)}
+        return [s for s in self.container.streams if s.index not in keep]
+
+    @property
+    def side_data(self) -> "FirstFrameSideData":
+        """Display matrix and HDR static metadata, as found on the first decoded picture.
+
+        PyAV exposes these on frames only, and an encoder needs them before its first frame,
+        so a second demuxer reads ahead to the first picture (at most `PEEK_PACKETS` packets).
+        Anything unreadable counts as absent: `read()` reports a broken file, not this.
+        """
+        if self._side_data is None:
+            self._side_data = _peek_side_data(self.path, self.stream.index)
+        return self._side_data
 
     @property
     def frame_count_hint(self) -> int | None:
@@ -110,8 +132,10 @@ class VideoSource:
                     if pts is None:
                         pts = 0 if last_pts is None else last_pts + step
                     last_pts = pts
-                    yield Frame(rgb=self.to_rgb(vf), index=index, pts=pts, time_base=self.time_base,
-                                key=bool(vf.key_frame))
+                    rgb16 = frame_to_rgb16(vf, self.colour) if bit_depth(vf.format.name) > 8 else None
+                    rgb = self.to_rgb(vf) if rgb16 is None else rgb16_to_rgb8(rgb16)
+                    yield Frame(rgb=rgb, index=index, pts=pts, time_base=self.time_base, key=bool(vf.key_frame),
+                                rgb16=rgb16, duration=vf.duration or None)
                     index += 1
         except av.FFmpegError as exc:
             raise VsrftError(f"{self.path} is corrupt or truncated after {index} frames: {exc.strerror or exc}") from None
@@ -123,6 +147,48 @@ class VideoSource:
         if last_corrupt or packets < expected:
             have = f"{packets} of its {expected}" if packets < expected else f"{index}"
             raise VsrftError(f"{self.path} is truncated or corrupt: the data ends after {have} video frames")
+
+
+@dataclass(frozen=True)
+class FirstFrameSideData:
+    display_matrix: tuple[int, ...] | None = None            # 9 int32, FFmpeg's AV_PKT_DATA_DISPLAYMATRIX
+    mastering_display: tuple[tuple[Fraction, Fraction], ...] | None = None   # R, G, B, white point (x, y)
+    luminance: tuple[Fraction, Fraction] | None = None       # mastering display (min, max) cd/m2
+    content_light: tuple[int, int] | None = None             # (MaxCLL, MaxFALL) cd/m2
+
+
+def _peek_side_data(path: Path, stream_index: int) -> FirstFrameSideData:
+    found: dict[str, object] = {}
+    try:
+        with av.open(str(path), mode="r") as c:
+            stream = c.streams[stream_index]
+            for n, packet in enumerate(c.demux(stream)):
+                if n >= PEEK_PACKETS:
+                    break
+                frames = packet.decode()
+                if frames:
+                    for sd in frames[0].side_data:
+                        found[sd.type.name] = bytes(sd)
+                    break
+    except (av.FFmpegError, OSError, ValueError, IndexError, UnicodeDecodeError) as exc:
+        log.debug("no side data from %s: %s", path, exc)
+    out: dict[str, object] = {}
+    dm = found.get("DISPLAYMATRIX")
+    if isinstance(dm, bytes) and len(dm) == 36:
+        out["display_matrix"] = tuple(int(v) for v in np.frombuffer(dm, "<i4"))
+    md = found.get("MASTERING_DISPLAY_METADATA")
+    if isinstance(md, bytes) and len(md) >= 88:     # AVMasteringDisplayMetadata: 10 AVRationals, 2 flags
+        v = [int(x) for x in np.frombuffer(md[:88], "<i4")]
+        q = [Fraction(v[i], v[i + 1]) if v[i + 1] else Fraction(0) for i in range(0, 20, 2)]
+        if v[20]:
+            out["mastering_display"] = ((q[0], q[1]), (q[2], q[3]), (q[4], q[5]), (q[6], q[7]))
+        if v[21]:
+            out["luminance"] = (q[8], q[9])
+    cl = found.get("CONTENT_LIGHT_LEVEL")
+    if isinstance(cl, bytes) and len(cl) >= 8:
+        maxcll, maxfall = (int(x) for x in np.frombuffer(cl[:8], "<u4"))
+        out["content_light"] = (maxcll, maxfall)
+    return FirstFrameSideData(**out)  # type: ignore[arg-type]
 
 
 def _pts_step(rate: Fraction | None, tb: Fraction) -> int:

@@ -1,8 +1,10 @@
 """Encoding and muxing with PyAV into a temporary file that is renamed over the target at the end.
 
-The output keeps the source's video time base, frame timestamps (VFR stays VFR), average
-rate and colour tags; audio and subtitle packets are copied unchanged where the container
-can hold them.
+The output keeps the source's video time base, frame timestamps and durations (VFR stays
+VFR), average rate, colour tags, display matrix (rotation) and bit depth (10-bit in, 10-bit
+out where the encoder can); HDR10 static metadata (mastering display, content light level)
+goes to libx265. Audio and subtitle packets are copied unchanged where the container can hold
+them; every other stream (data, attachments, cover art, further video) is dropped with a warning.
 """
 from __future__ import annotations
 
@@ -13,11 +15,12 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 
 from vsrft.errors import VsrftError
 from vsrft.frame import Frame
-from vsrft.io.convert import rgb_to_frame
-from vsrft.io.decode import VideoSource
+from vsrft.io.convert import bit_depth, rgb16_to_frame, rgb_to_frame
+from vsrft.io.decode import VideoSource, _is_attached_pic
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +38,10 @@ class VideoSink:
 
     def __init__(self, path: str | Path, source: VideoSource, width: int, height: int, *,
                  codec: str = "libx264", crf: float | None = 18, preset: str | None = "veryfast",
-                 pix_fmt: str | None = None, options: dict[str, str] | None = None) -> None:
+                 pix_fmt: str | None = None, options: dict[str, str] | None = None, quiet: bool = False) -> None:
         self.path = Path(path)
         self.source = source
+        self._warn = (lambda *a: None) if quiet else log.warning     # a preflight's throwaway sink says nothing
         parent = self.path.parent if str(self.path.parent) else Path(".")
         if not parent.is_dir():
             raise VsrftError(f"output directory does not exist: {parent}")
@@ -84,6 +88,11 @@ class VideoSink:
                              "choose another --codec or output extension") from None
         stream.width, stream.height = width, height
         formats = [f.name for f in (stream.codec_context.codec.video_formats or [])]
+        if pix_fmt is None and src.bit_depth > 8:
+            pix_fmt = _deep_pix_fmt(formats, src.bit_depth, odd=bool(width % 2 or height % 2))
+            if pix_fmt is None:
+                self._warn("encoder %s cannot write %d-bit video: the output is 8-bit (libx264, libx265 and ffv1 "
+                           "keep the depth)", codec, src.bit_depth)
         if pix_fmt is None:
             pix_fmt = "yuv420p" if (not formats or "yuv420p" in formats) else formats[0]
             if width % 2 or height % 2:
@@ -104,6 +113,10 @@ class VideoSink:
             opts.setdefault("preset", preset)
         if self.path.suffix.lower() == ".avi":
             opts.setdefault("bf", "0")   # AVI stores no presentation times: reordered B-frames would shift them
+        self._hdr_metadata(codec, opts)
+        side = src.side_data
+        if side.display_matrix:        # rotation / flips: the container's display matrix, as found
+            stream.set_display_matrix(list(side.display_matrix))
         stream.options = opts
         try:   # open now, so bad settings fail here rather than in the encoder thread at frame 0
             stream.codec_context.open()
@@ -113,16 +126,44 @@ class VideoSink:
                              f"{exc.strerror or exc}") from None
         self.video = stream
         self.pix_fmt = pix_fmt
+        self.deep = bit_depth(pix_fmt) > 8
         self.colour = colour
+
+    def _hdr_metadata(self, codec: str, opts: dict[str, str]) -> None:
+        """x265's options: HDR10 static metadata of the source as SEI (no other encoder here writes it)."""
+        side = self.source.side_data
+        params = []
+        if side.mastering_display and side.luminance:
+            (rx, ry), (gx, gy), (bx, by), (wx, wy) = side.mastering_display
+            c = lambda v: int(round(v * 50000))          # noqa: E731 - chromaticity in 0.00002 units
+            params.append(f"master-display=G({c(gx)},{c(gy)})B({c(bx)},{c(by)})R({c(rx)},{c(ry)})"
+                          f"WP({c(wx)},{c(wy)})L({int(round(side.luminance[1] * 10000))},"
+                          f"{int(round(side.luminance[0] * 10000))})")
+        if side.content_light:
+            params.append(f"max-cll={side.content_light[0]},{side.content_light[1]}")
+        if codec != "libx265":
+            if params:
+                self._warn("the input carries HDR10 static metadata (mastering display / content light level), "
+                           "which only --codec libx265 writes: %s keeps the colour tags but drops it", codec)
+            return
+        user = opts.get("x265-params")
+        # x265 logs to stderr itself, around FFmpeg's logging: errors only (the command's stderr is ours)
+        opts["x265-params"] = ":".join(["log-level=error", *params, *([user] if user else [])])
 
     def _setup_copies(self) -> None:
         allowed = _CONTAINER_ALLOWS.get(self.path.suffix.lower().lstrip("."))
         self.copies: dict[int, av.stream.Stream] = {}
+        for s in self.source.other_streams:
+            what = "attached picture" if s.type == "video" and s.index != self.source.stream.index and \
+                _is_attached_pic(s) else f"{s.type} stream"
+            name = s.codec_context.name if s.type in ("video", "audio", "subtitle") and s.codec_context else \
+                (s.metadata.get("filename") or s.metadata.get("handler_name") or s.type)
+            self._warn("dropping %s #%d (%s): vsrft copies audio and subtitle streams only", what, s.index, name)
         for s in self.source.copy_streams:
             name = s.codec_context.name if s.codec_context else "?"
             if allowed is not None and name not in allowed:
-                log.warning("dropping %s stream #%d (%s): %s cannot hold it; use .mkv to keep it",
-                            s.type, s.index, name, self.path.suffix)
+                self._warn("dropping %s stream #%d (%s): %s cannot hold it; use .mkv to keep it",
+                           s.type, s.index, name, self.path.suffix)
                 continue
             self.copies[s.index] = self.container.add_stream_from_template(s)
 
@@ -138,9 +179,15 @@ class VideoSink:
         self._mux(packet)
 
     def write(self, frame: Frame) -> None:
-        vf = rgb_to_frame(frame.rgb, self.pix_fmt, self.colour)
+        if self.deep:
+            rgb16 = frame.rgb16 if frame.rgb16 is not None else frame.rgb.astype(np.uint16) * np.uint16(257)
+            vf = rgb16_to_frame(rgb16, self.pix_fmt, self.colour)
+        else:
+            vf = rgb_to_frame(frame.rgb, self.pix_fmt, self.colour)
         vf.pts = frame.pts
         vf.time_base = frame.time_base
+        if frame.duration:
+            vf.duration = frame.duration
         try:
             packets = self.video.encode(vf)
         except av.FFmpegError as exc:
@@ -189,6 +236,18 @@ class VideoSink:
         self.tmp_path.unlink(missing_ok=True)
 
 
+def _deep_pix_fmt(formats: list[str], depth: int, odd: bool) -> str | None:
+    """The encoder's planar YUV format for a `depth`-bit source: 4:2:0 (4:4:4 at odd sizes) at the
+    smallest depth >= the source's, else any YUV format that deep; None when it has none."""
+    chroma = "444" if odd else "420"
+    for d in (10, 12, 16):
+        name = f"yuv{chroma}p{d}le"
+        if d >= depth and (not formats or name in formats):
+            return name
+    deep = [f for f in formats if f.startswith("yuv") and bit_depth(f) >= depth and (not odd or "444" in f)]
+    return deep[0] if deep else None
+
+
 def _format_for(path: Path) -> str | None:
     ext = path.suffix.lower().lstrip(".")
     return {"mkv": "matroska", "m4v": "mp4", "ts": "mpegts", "y4m": "yuv4mpegpipe", "": "matroska"}.get(ext)
@@ -206,4 +265,4 @@ def preflight(src: str | Path, dst: str | Path, *, scale: int = 4, codec: str = 
         raise VsrftError(f"scale must be a positive integer, got {scale}")
     with VideoSource(src) as source:
         VideoSink(dst, source, source.width * scale, source.height * scale, codec=codec, crf=crf,
-                  preset=preset, pix_fmt=pix_fmt).abort()
+                  preset=preset, pix_fmt=pix_fmt, quiet=True).abort()
