@@ -1,10 +1,15 @@
 """Adaptation quality table: bicubic / base network / projection only / adapted / adapted + projection,
 for the three failure cases of the source paper plus the no-harm cases, on held-out footage with
-ground truth built with the engine's own degradation operator.
+ground truth. The low-resolution footage is made by the `vsrft degrade` command (exactly the
+engine's operator, then lossless x264 in yuv444p) from ground truth
+written losslessly (FFV1, RGB), and read back through the engine's decoder.
 
     python benchmarks/quality_adapt.py [--cases gan blur matched x2] [--json out.json] [--quick]
 
-Every run is `--adapt-sync` (adaptation is synchronous in the engine), so it is deterministic.
+Every run is `--adapt-sync` (in line, step budget only), so it is deterministic. Each sequence is
+one shot, so "adapted + projection" reuses the "adapted" run's weights (one adaptation per
+sequence and case) with the projection switched on: the same frames `--project` gives.
+Also prints the flicker at a weight change inside a shot (`--adapt-every`), blended and not.
 """
 from __future__ import annotations
 
@@ -12,10 +17,14 @@ import argparse
 import json
 import logging
 import math
+import subprocess
 import sys
+import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -23,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vsrft.adapt import AdaptConfig  # noqa: E402
 from vsrft.degradation import Degradation  # noqa: E402
 from vsrft.engine import Enhancer  # noqa: E402
-from vsrft.evaluation import bicubic_sequence, degrade_sequence, evaluate, heldout_sequences  # noqa: E402
+from vsrft.evaluation import EvalSequence, bicubic_sequence, evaluate, heldout_sequences  # noqa: E402
+from vsrft.io.frames import read_all  # noqa: E402
 
 # case: (model, scale, blur sigma of the footage, blur the user tells vsrft)
 CASES = {
@@ -33,18 +43,95 @@ CASES = {
     "x2": ("vsrft-mse", 2, 0.0, None),
 }
 METHODS = ("bicubic", "base", "projection", "adapted", "adapted+projection")
+METRICS = ("y_psnr", "ssim", "lpips", "tof", "seconds")
 
 
-def run_method(method: str, lr: list[np.ndarray], model: str, scale: int, blur: float | None,
-               cfg: AdaptConfig) -> tuple[list[np.ndarray], float, list[dict]]:
+def write_ground_truth(frames: list[np.ndarray], path: Path, rate: int = 24) -> None:
+    """Lossless RGB video (FFV1 in Matroska), so the ground truth is exactly these pixels."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("ffv1", rate=rate)
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "bgr0"
+        s.time_base = Fraction(1, rate)
+        for i, f in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+            vf.pts = i
+            for p in s.encode(vf):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def degrade_with_cli(gt: Path, lr: Path, scale: int, blur: float) -> None:
+    cmd = [sys.executable, "-m", "vsrft", "degrade", str(gt), str(lr), "--scale", str(scale)]
+    if blur:
+        cmd += ["--blur", str(blur)]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode:
+        raise SystemExit(f"vsrft degrade failed: {run.stderr.strip()}")
+
+
+def footage(seqs: list[EvalSequence], scale: int, blur: float, folder: Path) -> list[tuple[list, list]]:
+    """(ground truth, LR) frame lists per sequence, the LR made by `vsrft degrade`."""
+    out = []
+    for i, seq in enumerate(seqs):
+        gt_path = folder / f"gt{i}_x{scale}.mkv"
+        if not gt_path.exists():
+            write_ground_truth([f[: f.shape[0] // scale * scale, : f.shape[1] // scale * scale] for f in seq.frames],
+                               gt_path)
+        lr_path = folder / f"lr{i}_x{scale}_b{blur}.mkv"
+        if not lr_path.exists():
+            degrade_with_cli(gt_path, lr_path, scale, blur)
+        out.append((read_all(gt_path), read_all(lr_path)))
+    return out
+
+
+def run_sequence(lr: list[np.ndarray], model: str, scale: int, blur: float | None, cfg: AdaptConfig,
+                 methods: tuple[str, ...]) -> dict[str, tuple[list[np.ndarray], float, list[dict]]]:
+    """Every method's output frames, seconds and adaptation reports for one sequence."""
+    res: dict[str, tuple[list[np.ndarray], float, list[dict]]] = {}
     t0 = time.perf_counter()
-    if method == "bicubic":
-        return bicubic_sequence(lr, scale), time.perf_counter() - t0, []
-    enh = Enhancer(scale=scale, model=model, adapt=method.startswith("adapted"), blur=blur,
-                   project=method.endswith("projection"), adapt_config=cfg)
-    t0 = time.perf_counter()
-    out = list(enh.process(lr))
-    return out, time.perf_counter() - t0, [r.to_dict() for r in enh.reports]
+    res["bicubic"] = (bicubic_sequence(lr, scale), time.perf_counter() - t0, [])
+    for method in ("base", "projection"):
+        if method in methods:
+            enh = Enhancer(scale=scale, model=model, adapt=False, blur=blur, project=method == "projection")
+            t0 = time.perf_counter()
+            res[method] = (list(enh.process(lr)), time.perf_counter() - t0, [])
+    if "adapted" in methods or "adapted+projection" in methods:
+        enh = Enhancer(scale=scale, model=model, adapt=True, blur=blur, adapt_config=cfg, adapt_sync=True)
+        t0 = time.perf_counter()
+        out = list(enh.process(lr))
+        secs, reports = time.perf_counter() - t0, [r.to_dict() for r in enh.reports]
+        res["adapted"] = (out, secs, reports)
+        if len(enh.reports) != 1:
+            raise SystemExit(f"expected one shot per sequence, got {len(enh.reports)} adaptations")
+        proj = Enhancer(scale=scale, model=model, adapt=False, blur=blur, project=True)
+        proj.network.swap(enh.weights)
+        t1 = time.perf_counter()
+        res["adapted+projection"] = (list(proj.process(lr)), secs + time.perf_counter() - t1, reports)
+    return res
+
+
+def switch_flicker(seqs: list[EvalSequence], model: str, cfg: AdaptConfig, folder: Path) -> list[str]:
+    """Flicker (tMSE against the ground truth, per frame pair) at a weight change inside one shot."""
+    from vsrft.metrics.temporal import tmse
+
+    lines = []
+    long = [s for s in seqs if len(s.frames) >= 24][:2]
+    for blend in (8, 0):
+        at_switch, elsewhere = [], []
+        for seq in long:
+            (gt, lr), = footage([seq], 4, 1.6, folder)
+            enh = Enhancer(model=model, blur=1.6, adapt_config=cfg, adapt_sync=True, adapt_every=0.5,
+                           blend_frames=blend)
+            out = list(enh.process(lr))        # frames carry no timestamps: the fallback is every 250 frames
+            switches = [r.frame_index for r in enh.reports if r.accepted and r.frame_index > 0]
+            pairs = [tmse(out[t - 1:t + 1], gt[t - 1:t + 1]) for t in range(1, len(out))]
+            near = {t for s in switches for t in range(s, s + max(blend, 1) + 1)}
+            at_switch += [p for t, p in enumerate(pairs, 1) if t in near]
+            elsewhere += [p for t, p in enumerate(pairs, 1) if t not in near]
+        lines.append(f"| {blend} | {len(at_switch)} | {np.mean(at_switch) if at_switch else math.nan:.3g} | "
+                     f"{np.mean(elsewhere) if elsewhere else math.nan:.3g} |")
+    return lines
 
 
 def main() -> None:
@@ -53,68 +140,72 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--photos", default="/work/data/photos", help="folder whose held-out photos make sequences")
     ap.add_argument("--quick", action="store_true", help="2 photo sequences of 12 frames, no clips")
+    ap.add_argument("--frames", type=int, default=20, help="frames per sequence")
+    ap.add_argument("--no-switch", action="store_true", help="skip the weight-change flicker measurement")
     ap.add_argument("--json", default=None)
     ap.add_argument("--model", default=None, help="override the case's model")
-    ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--seconds", type=float, default=None)
-    ap.add_argument("--patch", type=int, default=None)
-    ap.add_argument("--lr", type=float, default=None)
-    ap.add_argument("--layers", default=None)
-    ap.add_argument("--anchor", type=float, default=None)
-    ap.add_argument("--min-gain", type=float, default=None)
-    ap.add_argument("--optimizer", default=None)
-    ap.add_argument("--loss", default=None)
+    for name, kind in (("steps", int), ("patch", int), ("lr", float), ("layers", str), ("anchor", float),
+                       ("min-gain", float), ("optimizer", str), ("loss", str), ("internal", float),
+                       ("null-weight", float)):
+        ap.add_argument(f"--{name}", type=kind, default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     cfg = AdaptConfig()
-    for k in ("steps", "seconds", "patch", "lr", "layers", "anchor", "optimizer", "loss"):
+    for k in ("steps", "patch", "lr", "layers", "anchor", "optimizer", "loss", "internal", "null_weight"):
         if getattr(args, k) is not None:
             setattr(cfg, k, getattr(args, k))
     if args.min_gain is not None:
         cfg.min_gain_db = args.min_gain
-    seqs = heldout_sequences([args.photos], photos=2 if args.quick else 5, photo_frames=12 if args.quick else 24,
-                             clips=not args.quick)
-    print(f"# Adaptation quality, {len(seqs)} held-out sequences: {', '.join(s.name for s in seqs)}")
+    t_start = time.perf_counter()
+    frames = 12 if args.quick else args.frames
+    seqs = heldout_sequences([args.photos], photos=2 if args.quick else 5, photo_frames=frames,
+                             clips=not args.quick, clip_frames=frames)
+    print(f"# Adaptation quality, {len(seqs)} held-out sequences of {frames} frames: {', '.join(s.name for s in seqs)}")
     print(f"adapt config: {cfg.to_dict()}\n")
     results: dict = {}
-    for case in args.cases:
-        model, scale, footage_blur, told_blur = CASES[case]
-        model = args.model or model
-        op = Degradation(scale=scale, blur_sigma=footage_blur)
-        rows: dict[str, dict] = {}
-        for method in args.methods:
-            per_seq = []
-            for seq in seqs:
-                gt = [f[: f.shape[0] // scale * scale, : f.shape[1] // scale * scale] for f in seq.frames]
-                lr = degrade_sequence(gt, op)
-                out, secs, reports = run_method(method, lr, model, scale, told_blur, cfg)
-                m = evaluate(out, gt, scale)
-                m.update(seconds=secs, name=seq.name, reports=reports)
-                per_seq.append(m)
-            rows[method] = {"mean": {k: float(np.mean([p[k] for p in per_seq]))
-                                     for k in ("y_psnr", "ssim", "lpips", "tof", "seconds")},
-                            "per_sequence": per_seq}
-        results[case] = rows
-        print(f"## {case}: {model}, footage {op}, x{scale}" + (f", --blur {told_blur}" if told_blur else ""))
-        print("\n| method | Y-PSNR | SSIM | LPIPS | tOF | seconds (all sequences) |\n|---|---|---|---|---|---|")
-        for method, r in rows.items():
-            m = r["mean"]
-            print(f"| {method} | {m['y_psnr']:.2f} | {m['ssim']:.4f} | {m['lpips']:.4f} | {m['tof']:.3f} | "
-                  f"{m['seconds'] * len(seqs):.1f} |")
-        if "base" in rows:
-            base = [p["y_psnr"] for p in rows["base"]["per_sequence"]]
-            for method in ("projection", "adapted", "adapted+projection"):
-                if method in rows:
-                    d = [p["y_psnr"] - b for p, b in zip(rows[method]["per_sequence"], base)]
-                    print(f"\n{method} - base, Y-PSNR per sequence: " + ", ".join(f"{x:+.2f}" for x in d))
-        if "adapted" in rows:
-            acc = [rep for p in rows["adapted"]["per_sequence"] for rep in p["reports"]]
-            if acc:
+    methods = tuple(args.methods)
+    with tempfile.TemporaryDirectory(prefix="vsrft-quality-") as tmp:
+        folder = Path(tmp)
+        for case in args.cases:
+            model, scale, footage_blur, told_blur = CASES[case]
+            model = args.model or model
+            op = Degradation(scale=scale, blur_sigma=footage_blur)
+            per_method: dict[str, list[dict]] = {m: [] for m in methods}
+            for seq, (gt, lr) in zip(seqs, footage(seqs, scale, footage_blur, folder)):
+                outs = run_sequence(lr, model, scale, told_blur, cfg, methods)
+                for method in methods:
+                    out, secs, reports = outs[method]
+                    m = evaluate(out, gt, scale, warp=False)
+                    m.update(seconds=secs, name=seq.name, reports=reports)
+                    per_method[method].append(m)
+            rows = {method: {"mean": {k: float(np.mean([p[k] for p in per_seq])) for k in METRICS},
+                             "per_sequence": per_seq} for method, per_seq in per_method.items()}
+            results[case] = rows
+            print(f"## {case}: {model}, footage {op} (made by `vsrft degrade`), x{scale}"
+                  + (f", --blur {told_blur}" if told_blur else ""))
+            print("\n| method | Y-PSNR | SSIM | LPIPS | tOF | seconds (all sequences) |\n|---|---|---|---|---|---|")
+            for method, r in rows.items():
+                m = r["mean"]
+                print(f"| {method} | {m['y_psnr']:.2f} | {m['ssim']:.4f} | {m['lpips']:.4f} | {m['tof']:.3f} | "
+                      f"{m['seconds'] * len(seqs):.1f} |")
+            if "base" in rows:
+                base = [p["y_psnr"] for p in rows["base"]["per_sequence"]]
+                for method in ("projection", "adapted", "adapted+projection"):
+                    if method in rows:
+                        d = [p["y_psnr"] - b for p, b in zip(rows[method]["per_sequence"], base)]
+                        print(f"\n{method} - base, Y-PSNR per sequence: " + ", ".join(f"{x:+.2f}" for x in d))
+            if "adapted" in rows:
+                acc = [rep for p in rows["adapted"]["per_sequence"] for rep in p["reports"]]
                 print(f"\nkeyframes: {len(acc)}, accepted {sum(r['accepted'] for r in acc)}, "
-                      f"mean {np.mean([r['seconds'] for r in acc]):.1f} s and {np.mean([r['steps'] for r in acc]):.0f} steps each; "
-                      "held-out LR-PSNR before -> after: "
+                      f"mean {np.mean([r['seconds'] for r in acc]):.1f} s and {np.mean([r['steps'] for r in acc]):.0f} "
+                      "steps each; held-out LR-PSNR before -> after: "
                       + ", ".join(f"{r['heldout_psnr_before']:.1f}->{r['heldout_psnr_after']:.1f}" for r in acc))
-        print()
+            print(flush=True)
+        if not args.no_switch and not args.quick:
+            print("## weight change inside a shot (blur case, --adapt-every, tMSE per frame pair vs ground truth)\n")
+            print("| blend frames | pairs at the switch | tMSE at the switch | tMSE elsewhere |\n|---|---|---|---|")
+            print("\n".join(switch_flicker(seqs, "vsrft-mse", cfg, folder)) + "\n")
+    print(f"total {time.perf_counter() - t_start:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=lambda o: None if isinstance(o, float) and math.isnan(o) else str(o)))
 

@@ -119,25 +119,30 @@ def main() -> None:
         clip = Path(tmp) / "clip.mp4"
         make_clip(clip, w, h, args.seconds, two_shots=True)
         print(f"## End to end: `vsrft enhance` on a {args.seconds:g} s {w}x{h} clip with two shots, x4, libx264 veryfast\n")
-        print("| model | adapt | frames | wall s | fps | decode s | windows s | inference s | adaptation s | encode s | peak RSS MB |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| model | adaptation | frames | wall s | fps | decode s | windows s | inference s | adaptation s "
+              "| waiting for adaptation s | encode s | peak RSS MB |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         walls = {}
+        modes = ["none"] if args.skip_adapt else ["none", "background", "in line (--adapt-sync)"]
         for name in models:
-            for adapt in ([False] if args.skip_adapt else [False, True]):
-                enh = Enhancer(scale=4, model=name, adapt=adapt)
+            for mode in modes:
+                enh = Enhancer(scale=4, model=name, adapt=mode != "none", adapt_sync=mode.startswith("in line"))
                 t0 = time.perf_counter()
                 stats = enhance(clip, Path(tmp) / "out.mp4", enhancer=enh)
                 wall = time.perf_counter() - t0
-                walls[(name, adapt)] = wall
+                enh.close()
+                walls[(name, mode)] = wall
                 s = stats.seconds
                 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-                print(f"| {name} | {'yes' if adapt else 'no'} | {stats.frames} | {wall:.1f} | {stats.frames / wall:.1f} | "
+                print(f"| {name} | {mode} | {stats.frames} | {wall:.1f} | {stats.frames / wall:.1f} | "
                       f"{s['decode']:.1f} | {s['windows']:.1f} | {s['inference']:.1f} | {s['adaptation']:.1f} | "
-                      f"{s['encode']:.1f} | {rss:.0f} |")
-                if adapt:
-                    per_key = [r.seconds for r in enh.reports]
-                    print(f"\n{name}: {len(per_key)} keyframes, adaptation {np.mean(per_key):.1f} s per keyframe; "
-                          f"wall time with adaptation / without: {wall / walls[(name, False)]:.2f}\n")
+                      f"{s['adaptation_wait']:.1f} | {s['encode']:.1f} | {rss:.0f} |")
+            for mode in modes[1:]:
+                enh_walls = walls[(name, mode)] / walls[(name, "none")]
+                print(f"\n{name}, adaptation {mode}: wall time with adaptation / without: {enh_walls:.2f}")
+            if len(modes) > 1:
+                print(f"{name}: {len(enh.reports)} keyframes, "
+                      f"{np.mean([r.seconds for r in enh.reports]):.1f} s per keyframe (in line)\n")
         print("\nStage seconds overlap (three threads), so they add up to more than the wall time.")
 
 

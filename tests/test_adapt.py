@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -163,3 +164,13 @@ def test_background_adaptation_error_reaches_the_caller(tiny_model) -> None:
     with pytest.raises(Exception):
         list(enh.process(decoded_rgb(SAMPLE)[:12]))
     enh.close()
+
+
+def test_already_consistent_shot_is_not_adapted(tiny_model, sample_frames) -> None:
+    enh = Enhancer(model=str(tiny_model), adapt=False)
+    data = _windows(enh.network.stack, sample_frames)
+    cfg = AdaptConfig(steps=5, seconds=120, batch=4, patch=32, min_gain_db=-100)
+    state, res = finetune(enh.network.module, data, Degradation(4), 4, replace(cfg, floor_db=-1000.0))
+    assert state is None and res.steps == 0 and res.reason.startswith("already consistent")
+    state, res = finetune(enh.network.module, data, Degradation(4), 4, cfg)      # below the default floor
+    assert state is not None and res.steps == 5

@@ -342,7 +342,8 @@ def _lpips_mean(model: LPIPS, out_frames: Sequence[np.ndarray], gt_frames: Seque
     return float(torch.cat(vals).mean())
 
 
-def evaluate(out_frames: Sequence[np.ndarray], gt_frames: Sequence[np.ndarray], scale: int) -> dict[str, float]:
+def evaluate(out_frames: Sequence[np.ndarray], gt_frames: Sequence[np.ndarray], scale: int,
+             warp: bool = True) -> dict[str, float]:
     """Per-sequence metrics of an upscaled sequence against its ground truth.
 
     y_psnr, ssim, lpips: means over frames (Y-PSNR and SSIM with `scale` border pixels cropped;
@@ -364,7 +365,7 @@ def evaluate(out_frames: Sequence[np.ndarray], gt_frames: Sequence[np.ndarray], 
         "ssim": float(np.mean(ssims)),
         "lpips": lp,
         "tof": tof(out_frames, gt_frames) if two else math.nan,
-        "warp_gap": warping_error_gap(out_frames, gt_frames) if two else math.nan,
+        "warp_gap": warping_error_gap(out_frames, gt_frames) if two and warp else math.nan,
     }
 
 

@@ -43,6 +43,10 @@ class AdaptConfig:
     chroma_weight: float = 0.25
     loss: str = "precond"           # "lr": ||A f - y||^2; "precond": ||A^+(A f - y)||^2 (Gauss-Newton metric)
     min_gain_db: float = 1.0        # held-out LR-PSNR gain needed to accept (smaller gains were HR losses)
+    null_weight: float = 0.0        # > 0: penalise changes of the output in A's null space (what y cannot see)
+    internal: float = 0.0           # > 0: add this weight of the internal-pair loss ||R f(A w) - y||^2 (ZSSR-style)
+    internal_patch: int = 96        # LR crop side for the internal pairs (network input is this / scale)
+    floor_db: float = 55.0          # skip when held-out LR-PSNR is already this high (8-bit rounding noise: 58.9 dB)
     plateau_db: float = 0.0         # > 0: stop when LR-PSNR gains less than this per check (paper: 0.04)
     seed: int = 0
 
@@ -70,13 +74,25 @@ class AdaptResult:
 
 
 def consistency_loss(module: nn.Module, windows: torch.Tensor, op: Degradation, model_scale: int,
-                     cfg: AdaptConfig) -> torch.Tensor:
-    """Mean weighted squared LR error of A R f(windows) vs the centre frames. windows: (N, 15, p, p)."""
+                     cfg: AdaptConfig, reference: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean weighted squared LR error of A R f(windows) vs the centre frames. windows: (N, 15, p, p).
+
+    reference: (N, 3, s*p, s*p) output of the starting weights; with `cfg.null_weight` the change
+    of the output in A's null space, (I - A^+ A)(f - reference), is penalised: the data cannot
+    tell those components, so the fit must not invent them."""
     y = windows[:, 6:9]
     hr = module(windows)
     p = windows.shape[-1]
     if op.scale != model_scale:
         hr = resize_torch(hr, op.scale * windows.shape[-2], op.scale * p)
+    null = 0.0
+    if reference is not None and cfg.null_weight:
+        c = hr - reference
+        c = c - _pinv_apply(degrade_torch(c, op), op)
+        m = cfg.margin * op.scale
+        if m and 2 * m < min(c.shape[-2:]):
+            c = c[..., m:-m, m:-m]
+        null = cfg.null_weight * (c ** 2).mean()
     d = degrade_torch(hr, op) - y
     m = cfg.margin
     if m and 2 * m < min(d.shape[-2:]):
@@ -85,7 +101,23 @@ def consistency_loss(module: nn.Module, windows: torch.Tensor, op: Degradation, 
     d_chroma = d - d_luma
     if cfg.loss == "precond":
         d_luma, d_chroma = _pinv_apply(d_luma, op), _pinv_apply(d_chroma, op)
-    return (d_luma ** 2).mean() + cfg.chroma_weight * (d_chroma ** 2).mean()
+    return (d_luma ** 2).mean() + cfg.chroma_weight * (d_chroma ** 2).mean() + null
+
+
+def internal_loss(module: nn.Module, windows: torch.Tensor, op: Degradation, model_scale: int,
+                  cfg: AdaptConfig) -> torch.Tensor:
+    """The LR frames degraded once more are an input whose answer is known: || R f(A w) - y ||^2."""
+    n, c, p, q = windows.shape
+    small = degrade_torch(windows.reshape(n * c // 3, 3, p, q), op).reshape(n, c, p // op.scale, q // op.scale)
+    hr = module(small)
+    if op.scale != model_scale:
+        hr = resize_torch(hr, p, q)
+    d = hr - windows[:, 6:9]
+    m = cfg.margin * op.scale // 2
+    if m and 2 * m < min(d.shape[-2:]):
+        d = d[..., m:-m, m:-m]
+    d_luma = (d * _LUMA.to(d.dtype)).sum(1, keepdim=True)
+    return (d_luma ** 2).mean() + cfg.chroma_weight * ((d - d_luma) ** 2).mean()
 
 
 def _pinv_apply(r: torch.Tensor, op: Degradation) -> torch.Tensor:
@@ -141,6 +173,7 @@ def finetune(module: nn.Module, windows: list[np.ndarray], op: Degradation, mode
     held_eval = sample_crops(held, cfg.batch, cfg.patch, rng)
 
     net = copy.deepcopy(module).train()
+    reference_net = copy.deepcopy(module).eval() if cfg.null_weight else None
     start = {k: v.detach().clone() for k, v in net.state_dict().items()}
     params = _trainable(net, cfg.layers)
     for p in net.parameters():
@@ -160,12 +193,27 @@ def finetune(module: nn.Module, windows: list[np.ndarray], op: Degradation, mode
     res.lr_psnr_before = evaluate(train_eval)
     res.heldout_psnr_before = evaluate(held_eval)
     last_check = res.lr_psnr_before
+    if res.heldout_psnr_before >= cfg.floor_db:
+        # The LR residual is at the level of 8-bit rounding: all that is left to fit is noise.
+        res.reason = f"already consistent: held-out LR-PSNR {res.heldout_psnr_before:.1f} dB >= {cfg.floor_db} dB"
+        res.seconds = time.perf_counter() - t0
+        return None, res
     for step in range(cfg.steps):
         if time.perf_counter() - t0 > cfg.seconds:
             break
         batch = sample_crops(train, cfg.batch, cfg.patch, rng)
-        loss = consistency_loss(net, batch, op, model_scale, cfg)
+        reference = None
+        if cfg.null_weight:
+            with torch.no_grad():
+                reference = reference_net(batch)
+                if op.scale != model_scale:
+                    reference = resize_torch(reference, op.scale * batch.shape[-2], op.scale * batch.shape[-1])
+        loss = consistency_loss(net, batch, op, model_scale, cfg, reference)
         objective = loss * (batch[:, :3].numel() if cfg.optimizer == "sgd" else 1.0)  # paper: summed error
+        if cfg.internal:
+            side = cfg.internal_patch // op.scale * op.scale
+            objective = objective + cfg.internal * internal_loss(
+                net, sample_crops(train, cfg.batch, side, rng), op, model_scale, cfg)
         if cfg.anchor:
             objective = objective + cfg.anchor * sum(((p - a) ** 2).sum() for p, a in zip(params, anchors))
         opt.zero_grad(set_to_none=True)
