@@ -611,13 +611,18 @@ def _describe(exc: BaseException) -> str:
                 f"{sys.version_info.minor} virtual environment vsrft is installed in (plugins/gstreamer/README.md)")
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     known = type(exc).__name__ == "VsrftError" or isinstance(exc, (ValueError, FileNotFoundError))
-    return f"vsrft: {text}" if known else f"vsrft: {type(exc).__name__}: {text}"
+    return text if known else f"{type(exc).__name__}: {text}"
 
 
 def _debug(exc: BaseException) -> str:
+    """The error message's debug line: where it was raised. The traceback goes to the debug log only
+    (GST_DEBUG=python:4)."""
     import traceback
 
-    return "".join(traceback.format_exception(exc)).strip()
+    Gst.warning("".join(traceback.format_exception(exc)).rstrip())
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
+    return f"{type(exc).__module__}.{type(exc).__qualname__}{where}"
 
 
 _PROPERTY_SPECS = Vsrft._PROPERTIES
