@@ -171,6 +171,8 @@ class _State:
         self.cache = tempfile.TemporaryFile(prefix="vsrft-vs-", dir=cache_dir)
         self.stderr: collections.deque[str] = collections.deque(maxlen=40)
         self.proc: subprocess.Popen | None = None
+        self.stderr_thread: threading.Thread | None = None
+        self.input_done = False           # every source frame was written and stdin closed
 
     def fail(self, message: str) -> None:
         with self.cond:
@@ -179,13 +181,21 @@ class _State:
             self.cond.notify_all()
 
     def worker_error(self) -> str:
+        if self.proc is not None and self.proc.poll() is not None and self.stderr_thread is not None:
+            self.stderr_thread.join(timeout=5)     # the worker has exited: its last words are on the way
         lines = [ln for ln in self.stderr if ln.strip()]
         errors = [ln for ln in lines if "error" in ln.lower()]
         return (errors or lines or ["no message"])[-1].strip()
 
     def close(self) -> None:
+        """Stop the worker: let it finish (report, saved weights) if it has the whole clip, else kill it."""
         proc = self.proc
         if proc is not None and proc.poll() is None:
+            try:
+                if self.input_done and self.error is None:
+                    proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pass
             try:
                 proc.kill()
                 proc.wait(timeout=5)
@@ -360,18 +370,18 @@ class _Run:
         payload = self._pack(frame)
         self.props.append(_plain_props(props))
         del frame
-        chunks = [payload]
+        chunks = [b"FRAME\n", payload] if self.layout.kind == "yuv" else [payload]
         if self.state.proc is None:
             self._start()
-            chunks.insert(0, self._header())
-        if self.layout.kind == "yuv":
-            chunks.insert(len(chunks) - 1, b"FRAME\n")
+            if self.layout.kind == "yuv":
+                chunks.insert(0, self._header())
         proc = self.state.proc
         try:
             _write_all(proc.stdin.fileno(), b"".join(chunks))
             self.fed += 1
             if self.fed == self.total:
                 proc.stdin.close()            # end of stream: the worker flushes its last frames
+                self.state.input_done = True
         except (BrokenPipeError, OSError, ValueError):
             try:
                 proc.wait(timeout=10)
@@ -443,5 +453,6 @@ class _Run:
             raise vs.Error(state.error) from None
         threading.Thread(target=_reader, name="vsrft-vs-reader", daemon=True,
                          args=(state, state.proc.stdout, self.layout, self.width, self.height, self.total)).start()
-        threading.Thread(target=_drain_stderr, name="vsrft-vs-stderr", daemon=True,
-                         args=(state, state.proc.stderr)).start()
+        state.stderr_thread = threading.Thread(target=_drain_stderr, name="vsrft-vs-stderr", daemon=True,
+                                               args=(state, state.proc.stderr))
+        state.stderr_thread.start()
