@@ -198,3 +198,65 @@ def video_packet_times(path: Path) -> list[float]:
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         return [float(p.dts * p.time_base) for p in c.demux(s) if p.size and p.dts is not None]
+
+
+# ---------------------------------------------------------------- production checks (tests/test_production.py)
+
+def assert_one_line_error(run: Run) -> str:
+    """Exit code 2, no traceback, exactly one `vsrft: error: ...` line on stderr; returns the line."""
+    assert run.returncode == 2, (run.returncode, run.stderr)
+    assert "Traceback" not in run.stderr, run.stderr
+    assert len(run.stderr_lines) == 1, run.stderr
+    line = run.stderr_lines[0]
+    assert line.startswith("vsrft: error: ") and len(line) > len("vsrft: error: ") + 10
+    return line
+
+
+@dataclass
+class VideoInfo:
+    pix_fmt: str
+    width: int
+    height: int
+    tags: tuple[int, int, int, int]     # colorspace, color_range, color_primaries, color_trc
+    time_base: Fraction
+    pts: list[int]                      # presentation timestamps of the video frames, sorted
+    durations: list[int]                # frame durations (time_base units), in presentation order
+    duration_s: float | None            # the container's duration
+    rotation: float                     # of the first frame (its display matrix)
+    side_data: dict[str, bytes]         # of the first frame, by type name (SEI_UNREGISTERED left out)
+    stream_types: list[str]
+
+
+def video_info(path: Path) -> VideoInfo:
+    """Decode every video frame of `path` with PyAV and collect what a production check compares."""
+    import av
+
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        cc = s.codec_context
+        frames = [(f.pts, f.duration, f) if i == 0 else (f.pts, f.duration, None) for i, f in enumerate(c.decode(s))]
+        first = frames[0][2]
+        side = {sd.type.name: bytes(sd) for sd in first.side_data if sd.type.name != "SEI_UNREGISTERED"}
+        order = sorted(range(len(frames)), key=lambda i: frames[i][0])
+        return VideoInfo(cc.pix_fmt, cc.width, cc.height,
+                         (int(cc.colorspace or 2), int(cc.color_range or 0), int(cc.color_primaries or 2),
+                          int(cc.color_trc or 2)),
+                         s.time_base, [frames[i][0] for i in order], [frames[i][1] for i in order],
+                         None if c.duration is None else c.duration / av.time_base, float(first.rotation),
+                         side, [st.type for st in c.streams])
+
+
+def yuv_planes(path: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The Y, U, V planes of every video frame as stored (uint8 or uint16 codes), in decode order."""
+    import av
+
+    out = []
+    with av.open(str(path)) as c:
+        for f in c.decode(video=0):
+            dtype = np.uint16 if f.format.components[0].bits > 8 else np.uint8
+            planes = []
+            for p in f.planes[:3]:
+                a = np.frombuffer(p, dtype).reshape(p.height, p.line_size // dtype().itemsize)
+                planes.append(a[:, :p.width].copy())
+            out.append(tuple(planes))
+    return out

@@ -63,8 +63,14 @@ class VideoSink:
             raise VsrftError(f"cannot write to {parent}: {exc.strerror}") from None
         self.tmp_path = Path(tmp)
         fmt = _format_for(self.path)
+        container_opts = {}
+        tb = source.time_base
+        if self.path.suffix.lower() in (".mp4", ".mov", ".m4v") and tb.numerator == 1 and tb.denominator < 2 ** 31:
+            # MP4/MOV would raise a small time scale (1/1000 -> 1/16000): keep the source's, so the timestamps
+            # are the same integers
+            container_opts["video_track_timescale"] = str(tb.denominator)
         try:
-            self.container = av.open(str(self.tmp_path), mode="w", format=fmt)
+            self.container = av.open(str(self.tmp_path), mode="w", format=fmt, options=container_opts)
         except (av.FFmpegError, ValueError) as exc:
             self.tmp_path.unlink(missing_ok=True)
             raise VsrftError(f"cannot write {self.path}: unknown container for extension {suffix!r} ({exc})") from None

@@ -1,0 +1,286 @@
+"""Production video (issue #7): what `vsrft enhance` keeps, checked on real files.
+
+Every clip is made here with the real `ffmpeg` binary (or PyAV where ffmpeg 5.1 cannot write
+the property), run through the real console command and read back with PyAV. Clips are tiny
+(64x48 or odd sizes, at most 24 frames). Colour and bit-depth checks use the built-in
+`vsrft-mse` (a trained network keeps flat colour flat; the random test model does not);
+the file-handling checks use the tiny random model. Everything runs with `--no-adapt`.
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from helpers import (SRT, Run, VFR_EXPR, assert_one_line_error, cli_env, ffmpeg, leftovers, packets, video_info,
+                     vsrft, yuv_planes)
+
+FAST = ("--no-adapt", "-q")
+MSE = ("--model", "vsrft-mse", "--no-adapt", "-q")
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """made(name, ext, *ffmpeg args) -> path of a clip made once per module with the ffmpeg binary."""
+    folder = tmp_path_factory.mktemp("production-clips")
+    done: dict[str, Path] = {}
+
+    def make(name: str, ext: str, *args: object) -> Path:
+        if name not in done:
+            path = folder / f"{name}.{ext}"
+            ffmpeg(*args, path)
+            done[name] = path
+        return done[name]
+
+    make.folder = folder
+    return make
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_model):
+    """run(src, ext, *args) -> (Run, output path): `vsrft enhance` once per distinct call (tiny model by default)."""
+    folder = tmp_path_factory.mktemp("production-out")
+    done: dict[tuple, tuple[Run, Path]] = {}
+
+    def go(src: Path, ext: str, *args: str) -> tuple[Run, Path]:
+        key = (str(src), ext, args)
+        if key not in done:
+            out = folder / f"{len(done)}-{Path(src).stem}.{ext}"
+            model = () if "--model" in args else ("--model", tiny_model)
+            done[key] = (vsrft("enhance", src, out, *model, *(args or FAST)), out)
+        return done[key]
+
+    return go
+
+
+def ok(result: Run, out: Path) -> None:
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "error" not in result.stderr.lower(), result.stderr
+    assert out.is_file() and leftovers(out.parent) == []
+
+
+def lavfi(graph: str) -> list[str]:
+    return ["-f", "lavfi", "-i", graph]
+
+
+# ---------------------------------------------------------------- colour: matrix and range, tags and values
+
+# (name, scale filter's matrix, range) -> ffmpeg's tags; BT.601 limited as SD broadcast tags it, BT.601
+# full range as JPEG/MJPEG does (bt470bg), BT.709 both ways.
+COLOURS = {
+    "bt709-limited": ("bt709", "tv", ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]),
+    "bt709-full": ("bt709", "pc", ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]),
+    "bt601-limited": ("bt601", "tv", ["-colorspace", "smpte170m", "-color_primaries", "smpte170m",
+                                      "-color_trc", "smpte170m"]),
+    "bt601-full": ("bt601", "pc", ["-colorspace", "bt470bg", "-color_primaries", "bt470bg", "-color_trc", "gamma28"]),
+}
+FLAT = (0x30, 0x50, 0xA0)      # an in-gamut colour, far from grey: a wrong matrix moves it by several codes
+
+
+def colour_clip(made, name: str) -> Path:
+    """4 frames of flat colour, then 4 of SMPTE colour bars, 160x120, YUV made by swscale with the named matrix
+    and range and tagged so; lossless x264.
+
+    Not smaller: where two saturated bars meet, 4:2:0 chroma against full-resolution luma is out of the
+    RGB gamut and the 8-bit RGB stage clips it, which raises the means in proportion to the length of
+    the bar edges (the decode -> RGB -> encode round trip alone: +0.75 Y code at 64x48, +0.37 at 160x120).
+    """
+    matrix, rng, tags = COLOURS[name]
+    rgb = "0x%02x%02x%02x" % FLAT
+    graph = (f"color=c={rgb}:s=160x120:r=24,trim=end_frame=4[a];smptebars=s=160x120:r=24,trim=end_frame=4[b];"
+             "[a][b]concat=n=2:v=1:a=0,"
+             f"scale=out_color_matrix={matrix}:out_range={rng},format=yuv420p")
+    return made(f"colour-{name}", "mp4", *lavfi(graph), "-c:v", "libx264", "-qp", "0", *tags,
+                "-color_range", rng)
+
+
+def expected_rgb(y: float, u: float, v: float, matrix: str, full: bool) -> np.ndarray:
+    """Independent YUV -> RGB (8-bit codes) for the check that the decoder honours the tags."""
+    kr, kb = {"bt709": (0.2126, 0.0722), "bt601": (0.299, 0.114)}[matrix]
+    if full:
+        yn, cb, cr = y / 255, (u - 128) / 255, (v - 128) / 255
+    else:
+        yn, cb, cr = (y - 16) / 219, (u - 128) / 224, (v - 128) / 224
+    r = yn + 2 * (1 - kr) * cr
+    b = yn + 2 * (1 - kb) * cb
+    g = (yn - kr * r - kb * b) / (1 - kr - kb)
+    return np.array([r, g, b]) * 255
+
+
+@pytest.mark.parametrize("name", list(COLOURS))
+def test_colour_matrix_and_range(made, run, name: str) -> None:
+    """Tags (matrix, range, primaries, transfer) kept; every frame's Y, U and V means within 1 code value of
+    the input's, on flat colour and on colour bars; and the decoder reads the input with its own matrix and range."""
+    from vsrft.frame import Frame
+    from vsrft.io.decode import VideoSource
+
+    src = colour_clip(made, name)
+    result, out = run(src, "mp4", *MSE)
+    ok(result, out)
+    a, b = video_info(src), video_info(out)
+    full = COLOURS[name][1] == "pc"
+    assert a.tags[0] in (1, 5, 6) and a.tags[1] == (2 if full else 1)      # the input really is tagged so
+    assert b.tags == a.tags
+    assert (b.width, b.height, len(b.pts)) == (640, 480, 8)
+    ins, outs = yuv_planes(src), yuv_planes(out)
+    assert len(ins) == len(outs) == 8
+    for i, (x, y) in enumerate(zip(ins, outs)):
+        for plane, p, q in zip("YUV", x, y):
+            assert abs(float(p.mean()) - float(q.mean())) <= 1.0, (i, plane, float(p.mean()), float(q.mean()))
+    assert np.ptp(ins[0][0]) <= 1 and np.ptp(ins[7][0]) > 100        # flat, then bars
+    # the decoder converts with the tagged matrix and range (a wrong one moves this colour by > 3 codes)
+    with VideoSource(src) as source:
+        rgb = next(item.rgb for item in source.read() if isinstance(item, Frame))
+    want = expected_rgb(*(float(p.mean()) for p in ins[0]), COLOURS[name][0], full)
+    assert np.abs(rgb.reshape(-1, 3).mean(0) - want).max() <= 1.0, (rgb[0, 0], want)
+    other = expected_rgb(*(float(p.mean()) for p in ins[0]), "bt601" if "709" in name else "bt709", full)
+    assert np.abs(other - want).max() > 3
+
+
+# ---------------------------------------------------------------- timing
+
+def test_vfr_timestamps_exact(made, run) -> None:
+    """Irregular timestamps (jitter and a pause) come out as the same integers in the same time base."""
+    src = made("vfr", "mkv", *lavfi("testsrc2=s=64x48:r=24,trim=end_frame=16"), "-vf",
+               f"settb=1/1000,setpts={VFR_EXPR}", "-fps_mode", "passthrough", "-c:v", "ffv1")
+    for ext in ("mkv", "mp4"):
+        result, out = run(src, ext)
+        ok(result, out)
+        a, b = video_info(src), video_info(out)
+        steps = {q - p for p, q in zip(a.pts, a.pts[1:])}
+        assert len(steps) >= 3 and max(steps) > 250, steps           # the input really is irregular
+        assert b.time_base == a.time_base
+        assert b.pts == a.pts
+
+
+@pytest.mark.parametrize("kind", ["video-only", "with-audio"])
+def test_duration_kept(made, run, kind: str) -> None:
+    """The container's duration and the last frame's duration are the input's (a 25 fps clip of 10 frames
+    lasts 0.4 s, not 0.36)."""
+    args = [*lavfi("testsrc2=s=64x48:r=25,trim=end_frame=10")]
+    if kind == "with-audio":
+        args += [*lavfi("sine=frequency=440:sample_rate=48000:duration=0.4"), "-c:a", "aac"]
+    src = made(f"duration-{kind}", "mp4", *args, "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p")
+    result, out = run(src, "mp4")
+    ok(result, out)
+    a, b = video_info(src), video_info(out)
+    assert a.duration_s == pytest.approx(0.4, abs=0.03)
+    assert b.duration_s == pytest.approx(a.duration_s, abs=1e-3)
+    assert b.durations == a.durations and a.durations[-1]
+
+
+# ---------------------------------------------------------------- streams
+
+def test_two_audio_tracks_and_subtitles_copied(made, run, tmp_path) -> None:
+    """mkv: two audio tracks (FLAC, Opus) and an SRT track come out packet for packet; an attached font
+    (an attachment stream) is dropped with a warning naming it."""
+    srt = tmp_path / "subs.srt"
+    srt.write_text(SRT)
+    font = tmp_path / "font.ttf"
+    font.write_bytes(b"\0\1\0\0" + bytes(60))
+    src = made("streams", "mkv", *lavfi("testsrc2=s=64x48:r=24,trim=end_frame=20"),
+               *lavfi("sine=frequency=440:sample_rate=48000:duration=0.84"),
+               *lavfi("sine=frequency=660:sample_rate=48000:duration=0.84"), "-i", srt,
+               "-map", "0:v", "-map", "1:a", "-map", "2:a", "-map", "3:s", "-c:v", "ffv1", "-c:a:0", "flac",
+               "-c:a:1", "libopus", "-c:s", "srt", "-attach", font, "-metadata:s:t", "mimetype=font/ttf")
+    assert video_info(src).stream_types == ["video", "audio", "audio", "subtitle", "attachment"]
+    result, out = vsrft_loud(run, src, "mkv")
+    assert video_info(out).stream_types == ["video", "audio", "audio", "subtitle"]
+    assert "dropping attachment stream #4 (font.ttf)" in result.stderr
+    with av.open(str(src)) as a, av.open(str(out)) as b:
+        names = [s.codec_context.name for s in b.streams if s.type != "video"]
+        assert names == [s.codec_context.name for s in a.streams if s.type in ("audio", "subtitle")]
+        assert names[:2] == ["flac", "opus"] and len(names) == 3
+    for index in (1, 2, 3):
+        want, got = _packets(src, index), _packets(out, index)
+        assert len(want) > 0 and got == want, index
+
+
+def _packets(path: Path, index: int) -> list[tuple[bytes, float]]:
+    with av.open(str(path)) as c:
+        s = c.streams[index]
+        return [(bytes(p), float(p.pts * p.time_base)) for p in c.demux(s) if p.size]
+
+
+def vsrft_loud(run, src: Path, ext: str, *args: str) -> tuple[Run, Path]:
+    """A run without -q (warnings are the point), which must still succeed without an error line."""
+    result, out = run(src, ext, "--no-adapt", *args)
+    ok(result, out)
+    return result, out
+
+
+def test_data_stream_dropped_with_warning(made, run) -> None:
+    """A QuickTime timecode track (a data stream) is dropped, and the log says so."""
+    src = made("timecode", "mov", *lavfi("testsrc2=s=64x48:r=24,trim=end_frame=8"), "-c:v", "libx264",
+               "-preset", "veryfast", "-pix_fmt", "yuv420p", "-timecode", "01:00:00:00")
+    assert video_info(src).stream_types == ["video", "data"]
+    result, out = vsrft_loud(run, src, "mov")
+    assert video_info(out).stream_types == ["video"]
+    assert "dropping data stream #1" in result.stderr
+
+
+def test_cover_art_dropped_and_not_upscaled(made, run) -> None:
+    """mp4 cover art (an attached-picture video stream) is neither taken for the video nor kept; a warning says so."""
+    cover = made("cover", "png", *lavfi("color=c=red:s=32x32:d=0.04"), "-frames:v", "1")
+    src = made("with-cover", "mp4", *lavfi("testsrc2=s=64x48:r=24,trim=end_frame=8"), "-i", cover,
+               "-map", "0:v", "-map", "1:v", "-c:v:0", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+               "-c:v:1", "mjpeg", "-disposition:v:1", "attached_pic")
+    with av.open(str(src)) as c:
+        assert len(c.streams.video) == 2 and c.streams.video[1].disposition & av.stream.Disposition.attached_pic
+    result, out = vsrft_loud(run, src, "mp4")
+    info = video_info(out)
+    assert info.stream_types == ["video"] and (info.width, info.height, len(info.pts)) == (256, 192, 8)
+    assert "dropping attached picture #1 (mjpeg)" in result.stderr
+
+
+@pytest.mark.parametrize("ext, degrees, hflip", [("mp4", 90, False), ("mkv", 270, False), ("mov", 90, True)])
+def test_rotation_kept(tmp_path, run, ext: str, degrees: int, hflip: bool) -> None:
+    """The display matrix (phone video's rotation, here also a mirror) is copied as is.
+
+    ffmpeg 5.1 cannot write one (no -display_rotation; `-metadata:s:v rotate=90` is ignored by its
+    muxers), so the input is written with PyAV's `set_display_rotation`; ffprobe 5.1 reads it back.
+    """
+    src = tmp_path / f"rotated.{ext}"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("libx264", rate=24)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.set_display_rotation(degrees, hflip=hflip)
+        for i in range(8):
+            rgb = np.zeros((48, 64, 3), np.uint8)
+            rgb[:, : 8 * (i + 1)] = 200
+            vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            vf.pts = i
+            for p in s.encode(vf):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    a = video_info(src)
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-of", "json", src], capture_output=True,
+                           text=True).stdout
+    assert a.rotation % 360 == degrees and "Display Matrix" in probe
+    result, out = run(src, ext)
+    ok(result, out)
+    b = video_info(out)
+    assert b.rotation == a.rotation
+    assert b.side_data["DISPLAYMATRIX"] == a.side_data["DISPLAYMATRIX"]     # the flip too, exactly
+    assert (b.width, b.height) == (256, 192)                                  # stored unrotated, as the input
+
+
+@pytest.mark.parametrize("scale", [4, 3])
+def test_odd_size(made, run, scale: int) -> None:
+    """63x47 4:2:0 (FFV1 allows odd 4:2:0): x4 is 252x188 in 4:2:0, x3 is 189x141 and needs 4:4:4."""
+    src = made("odd-420", "mkv", *lavfi("testsrc2=s=64x48:r=24,trim=end_frame=10"), "-vf",
+               "scale=63:47,format=yuv420p", "-c:v", "ffv1")
+    assert (video_info(src).width, video_info(src).height) == (63, 47)
+    result, out = run(src, "mkv", "--scale", str(scale), *FAST)
+    ok(result, out)
+    b = video_info(out)
+    assert (b.width, b.height, len(b.pts)) == (63 * scale, 47 * scale, 10)
+    assert b.pix_fmt == ("yuv420p" if scale == 4 else "yuv444p")
