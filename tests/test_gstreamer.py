@@ -100,46 +100,49 @@ def test_readme_pipeline_as_written(gst_env, clips, tiny_model, tmp_path) -> Non
 
 
 def test_output_equals_vsrft_enhance(gst_env, clips, tiny_model, tmp_path) -> None:
-    """Both branches (no adaptation, and adaptation) give the frames `vsrft enhance` gives, within 1.
+    """Without adaptation (on a clip with a scene cut, so the per-shot windows are compared too) and with
+    it (one shot), the element gives the frames `vsrft enhance` gives with the same settings, within 1.
 
     Honest comparison: the element and `vsrft enhance` must see the same RGB frames. GStreamer's
     videoconvert turns YUV into RGB with its own arithmetic (not vsrft's colour-accurate path), and the
     network would carry any difference of a code value into the output; so the element is fed the
     frames vsrft's own decoder makes from the clip, as raw RGB through `rawvideoparse`, and its output
     is written raw (`filesink`, no conversion). `vsrft enhance` decodes the same clip the same way and
-    encodes losslessly in RGB (ffv1, bgr0). The clip holds a scene cut, so the per-shot windows are
-    compared too; adaptation uses `adapt-sync` (the step budget only, never the clock) so both runs
-    take the same steps.
+    encodes losslessly in RGB (ffv1, bgr0). Adaptation uses `adapt-sync` (the step budget only, never
+    the clock) so both runs take the same steps.
     """
-    src = clips["cut"]
-    frames = decoded_rgb(src)
-    (tmp_path / "in.rgb").write_bytes(b"".join(f.tobytes() for f in frames))
-    h, w = frames[0].shape[:2]
     steps = 2
-    report = tmp_path / "report.json"
-    options = {"plain": ["--no-adapt"], "adapted": ["--adapt-sync", "--adapt-steps", str(steps)]}
-    # the reference runs go on beside gst-launch (both spend most of their time starting Python and torch)
+    cases = {"plain": (clips["cut"], "adapt=false", ["--no-adapt"]),
+             "adapted": (clips["cfr"], f"adapt=true adapt-sync=true adapt-steps={steps}",
+                         ["--adapt-sync", "--adapt-steps", str(steps)])}
+    # the reference runs go on beside gst-launch (all of them spend most of their time starting up)
     direct = {name: subprocess.Popen([sys.executable, "-m", "vsrft", "enhance", str(src), str(tmp_path / f"{name}.mkv"),
                                       "--model", str(tiny_model), "--codec", "ffv1", "--pix-fmt", "bgr0", "-q", *opts],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
-              for name, opts in options.items()}
-    sr = f"vsrft model={tiny_model} scale=4"
-    proc = gst_launch(gst_env, f"filesrc location={tmp_path / 'in.rgb'} ! rawvideoparse format=rgb width={w} height={h} "
-                               f"framerate=24/1 ! tee name=t "
-                               f"t. ! queue ! {sr} adapt=false ! filesink location={tmp_path / 'plain.rgb'} "
-                               f"t. ! queue ! {sr} adapt=true adapt-sync=true adapt-steps={steps} report={report} "
-                               f"! filesink location={tmp_path / 'adapted.rgb'}")
+              for name, (src, _, opts) in cases.items()}
+    frames = {}
+    chains = []
+    for name, (src, props, _) in cases.items():       # two independent chains in one pipeline
+        frames[name] = decoded_rgb(src)
+        raw = tmp_path / f"{name}-in.rgb"
+        raw.write_bytes(b"".join(f.tobytes() for f in frames[name]))
+        h, w = frames[name][0].shape[:2]
+        chains.append(f"filesrc location={raw} ! rawvideoparse format=rgb width={w} height={h} framerate=24/1 "
+                      f"! vsrft model={tiny_model} scale=4 {props} report={tmp_path / name}.json "
+                      f"! filesink location={tmp_path / name}.rgb")
+    proc = gst_launch(gst_env, " ".join(chains))
     runs = {name: (p.wait(timeout=300), p.communicate()[1]) for name, p in direct.items()}
     assert proc.returncode == 0, proc.stdout + proc.stderr
     _no_python_noise(proc.stderr)
-    keyframes = json.loads(report.read_text())["keyframes"]
-    assert [k["frame_index"] for k in keyframes] == [0, 6]          # one adaptation per shot
+    assert [k["frame_index"] for k in json.loads((tmp_path / "adapted.json").read_text())["keyframes"]] == [0]
+    assert json.loads((tmp_path / "plain.json").read_text())["cuts"] == 1
 
     for name, (rc, err) in runs.items():
         assert rc == 0, err
+        h, w = frames[name][0].shape[:2]
         want = np.stack(decoded_rgb(tmp_path / f"{name}.mkv"))
         got = np.frombuffer((tmp_path / f"{name}.rgb").read_bytes(), np.uint8).reshape(-1, 4 * h, 4 * w, 3)
-        assert got.shape == want.shape == (len(frames), 4 * h, 4 * w, 3), name
+        assert got.shape == want.shape == (len(frames[name]), 4 * h, 4 * w, 3), name
         assert int(np.abs(got.astype(int) - want).max()) <= 1, name
 
 
