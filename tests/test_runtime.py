@@ -6,7 +6,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from helpers import random_vsrnet
+from helpers import decoded_rgb, ffmpeg, random_vsrnet, vsrft
 from vsrft.runtime.export import cached_export, export_onnx
 from vsrft.runtime.session import Runtime, TilePlan, choose_providers
 
@@ -127,3 +127,55 @@ def test_export_cache_reuses_bytes_and_tracks_weights(net, tmp_path, monkeypatch
     assert cached_export(net, 15, key="k") == a                  # a cache hit
     b = cached_export(random_vsrnet(seed=5), 15, key="k")        # other weights: another graph
     assert b != a and len(list(tmp_path.rglob("*.onnx"))) == 2
+
+
+def test_float16_graph_with_io_binding_matches_float32(net, onnx_bytes) -> None:
+    """The GPU configuration (float16 graph, I/O binding) exercised on the CPU provider."""
+    fp32 = Runtime(onnx_bytes, scale=4, receptive_radius=net.receptive_radius)
+    assert not fp32.fp16 and not fp32.io_binding          # "auto" on the CPU: float32, plain run()
+    fp16 = Runtime(onnx_bytes, scale=4, receptive_radius=net.receptive_radius, precision="fp16", io_binding=True)
+    assert fp16.fp16 and fp16.io_binding
+    assert all(init.data_type == 10 for init in fp16.proto.graph.initializer if init.data_type in (1, 10))
+    x = window(24, 40)
+    a, b = fp32.run(x), fp16.run(x)
+    assert b.dtype == np.float32 and b.shape == a.shape
+    assert 0 < np.abs(a - b).max() < 4e-3                  # float16 rounding, far below 1/255
+    state = {k: v.numpy() * 1.1 for k, v in net.state_dict().items() if k in fp32.weight_names}
+    fp32.swap_weights(state)
+    fp16.swap_weights(state)                                # float32 weights cast into the float16 graph
+    assert np.abs(fp32.run(x) - fp16.run(x)).max() < 4e-3
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" not in ort.get_available_providers(),
+                    reason="no CUDA execution provider in this onnxruntime build (CPU-only machine)")
+def test_cuda_provider_matches_cpu(net, onnx_bytes) -> None:
+    gpu = Runtime(onnx_bytes, scale=4, receptive_radius=net.receptive_radius)
+    assert gpu.provider in ("TensorrtExecutionProvider", "CUDAExecutionProvider") and gpu.io_binding
+    cpu = Runtime(onnx_bytes, scale=4, receptive_radius=net.receptive_radius, providers=[CPU])
+    x = window(64, 96)
+    assert np.abs(gpu.run(x) - cpu.run(x)).max() < 4e-3
+
+
+def test_tile_plan_shrinks_to_a_floor() -> None:
+    plan = TilePlan(tile=512, overlap=10)
+    smaller = plan.shrunk(300)
+    assert smaller == TilePlan(tile=150, overlap=10)
+    assert TilePlan(tile=60, overlap=10).shrunk(1000) is None    # 30 - 2 * 10 < 16 pixels of core
+
+
+def test_out_of_memory_is_retried_with_smaller_tiles(tiny_model, tmp_path) -> None:
+    """A real allocation failure: the inference arena capped below what an untiled frame needs."""
+    src = tmp_path / "big.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=256x192:rate=10", "-frames:v", "3", "-pix_fmt", "yuv420p", src)
+    common = ("--model", tiny_model, "--no-adapt", "--codec", "ffv1", "--tile", "1024")
+    ref = vsrft("enhance", src, tmp_path / "ref.mkv", *common, "-q")
+    assert ref.returncode == 0, ref.stderr
+    run = vsrft("enhance", src, tmp_path / "small.mkv", *common, "--memory-limit", "16", "-q")
+    assert run.returncode == 0, run.stderr
+    assert "retrying the frame with" in run.stderr
+    a, b = decoded_rgb(tmp_path / "ref.mkv"), decoded_rgb(tmp_path / "small.mkv")
+    assert len(a) == len(b) == 3
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))         # tiles reproduce the untiled frame
+    fail = vsrft("enhance", src, tmp_path / "none.mkv", *common, "--memory-limit", "1", "-q")
+    assert fail.returncode == 2 and "vsrft: error: out of memory even with" in fail.stderr
+    assert "Traceback" not in fail.stderr and not (tmp_path / "none.mkv").exists()

@@ -75,6 +75,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", default=None, metavar="RUN.json", help="write every adaptation decision and stage time here")
     p.add_argument("--save-adapted", default=None, metavar="DIR", help="save the adapted weights (checkpoint + ONNX)")
     p.add_argument("--tile", type=int, default=512, help="largest LR tile side before frames are tiled (default 512)")
+    p.add_argument("--memory-limit", type=int, default=None, metavar="MB",
+                   help="cap the inference memory arena; a frame that does not fit is retried with smaller tiles")
     p.add_argument("--provider", action="append", default=None, metavar="NAME",
                    help="ONNX Runtime execution provider to prefer (repeatable); default TensorRT, CUDA, CPU")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info messages")
@@ -195,6 +197,11 @@ def make_enhancer(args: argparse.Namespace):
         raise VsrftError(f"--blur must be >= 0, got {args.blur}")
     if args.kernel is not None and not Path(args.kernel).is_file():
         raise VsrftError(f"kernel file not found: {args.kernel}")
+    if args.memory_limit is not None:
+        if args.memory_limit <= 0:
+            raise VsrftError(f"--memory-limit must be a positive number of MB, got {args.memory_limit}")
+        from vsrft.runtime.session import limit_memory
+        limit_memory(args.memory_limit)
     return Enhancer(scale=args.scale, model=args.model, adapt=args.adapt, blur=args.blur, kernel=args.kernel,
                     project=args.project, adapt_config=cfg, adapt_every=args.adapt_every,
                     warm_start=args.warm_start, tile=args.tile, providers=args.provider,

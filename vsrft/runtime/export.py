@@ -56,3 +56,34 @@ def cached_export(model: nn.Module, in_channels: int, key: str) -> bytes:
     except OSError as exc:
         log.warning("cannot cache ONNX export in %s: %s", path.parent, exc)
     return data
+
+
+def to_float16(onnx_bytes: bytes) -> bytes:
+    """The same graph computing in float16 (for CUDA and TensorRT), float32 at its edges.
+
+    Float initializers and Constant tensors become float16; a Cast after the input and one before
+    the output keep the interface float32, so callers and weight swaps see no difference
+    (`Runtime.swap_weights` casts new weights to each initializer's type).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load_from_string(onnx_bytes)
+    g = model.graph
+    for init in g.initializer:
+        if init.data_type == TensorProto.FLOAT:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype("float16"), init.name))
+    for node in g.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value" and attr.t.data_type == TensorProto.FLOAT:
+                    attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype("float16"), attr.t.name))
+    (inp,), (out,) = g.input, g.output
+    inner_in, inner_out = f"{inp.name}_f16", f"{out.name}_f16"
+    for node in g.node:
+        node.input[:] = [inner_in if x == inp.name else x for x in node.input]
+        node.output[:] = [inner_out if x == out.name else x for x in node.output]
+    g.node.insert(0, helper.make_node("Cast", [inp.name], [inner_in], to=TensorProto.FLOAT16))
+    g.node.append(helper.make_node("Cast", [inner_out], [out.name], to=TensorProto.FLOAT))
+    del g.value_info[:]
+    return model.SerializeToString()

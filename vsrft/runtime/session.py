@@ -11,6 +11,9 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
+from vsrft.errors import VsrftError
+from vsrft.runtime.export import cache_dir, to_float16
+
 log = logging.getLogger(__name__)
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -24,6 +27,25 @@ def choose_providers(requested: list[str] | None = None) -> list[str]:
     return chosen + ["CPUExecutionProvider"]
 
 
+_MEMORY_LIMIT: list[int] = []    # the process-wide CPU arena cap, once registered
+
+
+def limit_memory(megabytes: int) -> None:
+    """Cap ONNX Runtime's CPU memory arena for every later session of this process.
+
+    ONNX Runtime registers such an allocator once per process, so a second, different cap
+    is refused rather than silently ignored.
+    """
+    limit = int(megabytes) * 1024 * 1024
+    if _MEMORY_LIMIT:
+        if _MEMORY_LIMIT[0] != limit:
+            raise ValueError(f"the inference memory limit is already {_MEMORY_LIMIT[0] >> 20} MB in this process")
+        return
+    info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg(limit, -1, -1, -1))
+    _MEMORY_LIMIT.append(limit)
+
+
 def session_options(threads: int = 0) -> ort.SessionOptions:
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -31,8 +53,20 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
         so.intra_op_num_threads = threads
     # Spinning threads steal the CPU from decoding, encoding and fine-tuning beside inference.
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.log_severity_level = 3
+    if _MEMORY_LIMIT:
+        so.add_session_config_entry("session.use_env_allocators", "1")
+    so.log_severity_level = 4          # failures reach us as exceptions; the log would repeat them
     return so
+
+
+_OUT_OF_MEMORY = ("available memory of", "failed to allocate", "bad_alloc", "out of memory", "cudnn_status_alloc",
+                  "cuda failure 2", "cudaerrormemoryallocation")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """An allocation failure of any execution provider (CPU arena, CUDA, cuDNN, TensorRT)."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or any(k in text for k in _OUT_OF_MEMORY)
 
 
 @dataclass(frozen=True)
@@ -41,6 +75,13 @@ class TilePlan:
 
     tile: int
     overlap: int
+
+    def shrunk(self, frame_side: int) -> "TilePlan | None":
+        """A plan with tiles half as large (after an out-of-memory), or None when it cannot shrink."""
+        tile = min(self.tile, frame_side) // 2
+        if tile - 2 * self.overlap < 16:
+            return None
+        return TilePlan(tile=tile, overlap=self.overlap)
 
     def spans(self, n: int) -> list[tuple[int, int, int, int]]:
         """Per tile along one axis: (read_start, read_end, keep_start, keep_end) in LR pixels."""
@@ -64,24 +105,51 @@ class Runtime:
     """
 
     def __init__(self, onnx_bytes: bytes, scale: int, receptive_radius: int, *,
-                 providers: list[str] | None = None, threads: int = 0, tile: int = 512) -> None:
+                 providers: list[str] | None = None, threads: int = 0, tile: int = 512,
+                 precision: str = "auto", io_binding: bool | None = None) -> None:
+        if precision not in ("auto", "fp32", "fp16"):
+            raise ValueError(f"precision must be auto, fp32 or fp16, got {precision!r}")
         self.scale = scale
-        self.proto = onnx.load_from_string(onnx_bytes)
-        self._initializer_index = {init.name: i for i, init in enumerate(self.proto.graph.initializer)}
         self.threads = threads
         self.plan = TilePlan(tile=max(tile, 4 * receptive_radius + 8), overlap=receptive_radius + 2)
         self.providers = choose_providers(providers)
-        self.session = self._make_session(onnx_bytes)
+        self._precision = precision
+        self._fp32_bytes = onnx_bytes
+        self._configure()
+        self.io_binding = self.device != "cpu" if io_binding is None else io_binding
+        self.session = self._make_session(self.proto.SerializeToString())
+
+    def _configure(self) -> None:
+        """Graph precision for the chosen providers: float16 on CUDA (TensorRT converts by itself)."""
+        first = self.providers[0]
+        self.device = "cpu" if first == "CPUExecutionProvider" else "cuda"
+        self.fp16 = self._precision == "fp16" or (self._precision == "auto" and first == "CUDAExecutionProvider")
+        data = to_float16(self._fp32_bytes) if self.fp16 else self._fp32_bytes
+        self.proto = onnx.load_from_string(data)
+        self._initializer_index = {init.name: i for i, init in enumerate(self.proto.graph.initializer)}
+
+    def _provider_options(self) -> list[dict[str, str]]:
+        opts = {"TensorrtExecutionProvider": {"trt_fp16_enable": "True" if self._precision != "fp32" else "False",
+                                              "trt_engine_cache_enable": "True",
+                                              "trt_engine_cache_path": str(cache_dir().parent / "trt")},
+                "CUDAExecutionProvider": {"cudnn_conv_algo_search": "HEURISTIC"}}
+        return [opts.get(p, {}) for p in self.providers]
 
     def _make_session(self, data: bytes) -> ort.InferenceSession:
         try:
-            sess = ort.InferenceSession(data, session_options(self.threads), providers=self.providers)
+            sess = ort.InferenceSession(data, session_options(self.threads), providers=self.providers,
+                                        provider_options=self._provider_options())
         except Exception as exc:  # noqa: BLE001 - a GPU provider failing to load falls back to CPU
             if self.providers == ["CPUExecutionProvider"]:
                 raise
             log.warning("execution providers %s failed (%s); falling back to CPU", self.providers, exc)
             self.providers = ["CPUExecutionProvider"]
-            sess = ort.InferenceSession(data, session_options(self.threads), providers=self.providers)
+            weights = {init.name: numpy_helper.to_array(init) for init in self.proto.graph.initializer}
+            self._configure()
+            self._set_initializers(weights)
+            self.io_binding = False
+            sess = ort.InferenceSession(self.proto.SerializeToString(), session_options(self.threads),
+                                        providers=self.providers)
         return sess
 
     @property
@@ -97,7 +165,21 @@ class Runtime:
 
         `session` runs an earlier session instead (to blend old and new weights after a swap).
         """
-        sess = session or self.session
+        while True:
+            try:
+                return self._run_tiled(window, session or self.session)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                smaller = self.plan.shrunk(min(window.shape[1:]))
+                if smaller is None:
+                    raise VsrftError(f"out of memory even with {self.plan.tile}-pixel tiles (ONNX Runtime: "
+                                     f"{str(exc).splitlines()[0][-160:]})") from None
+                log.warning("out of memory with %d-pixel tiles; retrying the frame with %d-pixel tiles",
+                            self.plan.tile, smaller.tile)
+                self.plan = smaller
+
+    def _run_tiled(self, window: np.ndarray, sess: ort.InferenceSession) -> np.ndarray:
         c, h, w = window.shape
         ys, xs = self.plan.spans(h), self.plan.spans(w)
         if len(ys) == 1 and len(xs) == 1:
@@ -110,9 +192,15 @@ class Runtime:
                 out[:, s * k0:s * k1, s * j0:s * j1] = hr[:, s * (k0 - r0):s * (k1 - r0), s * (j0 - c0):s * (j1 - c0)]
         return out
 
-    @staticmethod
-    def _infer(session: ort.InferenceSession, window: np.ndarray) -> np.ndarray:
-        return session.run(None, {"window": window[None]})[0][0]
+    def _infer(self, session: ort.InferenceSession, window: np.ndarray) -> np.ndarray:
+        if not self.io_binding:
+            return session.run(None, {"window": window[None]})[0][0]
+        # I/O binding: the input is copied to the device once and the output allocated there.
+        binding = session.io_binding()
+        binding.bind_ortvalue_input("window", ort.OrtValue.ortvalue_from_numpy(window[None], self.device, 0))
+        binding.bind_output("hr", self.device)
+        session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0][0]
 
     def swap_weights(self, state: dict[str, np.ndarray]) -> float:
         """Replace the graph's initializers with new weights and open a new session; returns seconds.
@@ -122,6 +210,11 @@ class Runtime:
         leave the old weights in place.
         """
         t0 = time.perf_counter()
+        self._set_initializers(state)
+        self.session = self._make_session(self.proto.SerializeToString())
+        return time.perf_counter() - t0
+
+    def _set_initializers(self, state: dict[str, np.ndarray]) -> None:
         graph = self.proto.graph
         for name, value in state.items():
             i = self._initializer_index.get(name)
@@ -132,5 +225,3 @@ class Runtime:
             if tuple(arr.shape) != tuple(old.dims):
                 raise ValueError(f"weight {name} has shape {arr.shape}, graph expects {tuple(old.dims)}")
             graph.initializer[i].CopyFrom(numpy_helper.from_array(arr, name))
-        self.session = self._make_session(self.proto.SerializeToString())
-        return time.perf_counter() - t0
