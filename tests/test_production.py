@@ -311,7 +311,7 @@ def test_10bit_hdr_round_trip(made, run, transfer: str, codec: str, ext: str) ->
     assert a.pix_fmt == "yuv420p10le" and a.tags == (9, 1, 9, 16 if transfer == "smpte2084" else 18)
     if transfer == "smpte2084":
         assert set(a.side_data) >= {"MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL"}
-    result, out = run(src, ext, "--codec", codec, *MSE)
+    result, out = run(src, ext, "--codec", codec, "--crf", "8", *MSE)
     ok(result, out)
     b = video_info(out)
     assert b.pix_fmt == "yuv420p10le" and (b.width, b.height, len(b.pts)) == (256, 192, 8)
@@ -319,8 +319,8 @@ def test_10bit_hdr_round_trip(made, run, transfer: str, codec: str, ext: str) ->
     for kind in ("MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL"):
         assert b.side_data.get(kind) == a.side_data.get(kind), kind
     # not quantised to 8 bits: averaged back over 4x4 blocks, the output is within half a 10-bit code of the
-    # input on average (x265 at CRF 18 included: 0.41 here; with an 8-bit RGB stage it is 0.98)
-    assert block_error(src, out, 3) < 0.6
+    # input on average (CRF 8 included: 0.20 with x265, 0.25 with x264; with an 8-bit RGB stage, 1.03 for both)
+    assert block_error(src, out, 3) < 0.5
 
 
 def block_error(src: Path, out: Path, frame: int) -> float:
