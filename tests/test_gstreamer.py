@@ -8,6 +8,7 @@ these tests (VSRFT_VENV), as the README tells users to do.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -17,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import ROOT, VFR_EXPR, cli_env, decoded_rgb, ffmpeg, probe
 
 PLUGIN_PATH = ROOT / "plugins" / "gstreamer"
@@ -80,7 +80,7 @@ def test_inspect_lists_the_element_and_its_properties(gst_env) -> None:
     proc = subprocess.run(["gst-inspect-1.0", "vsrft"], capture_output=True, text=True, env=gst_env)
     assert proc.returncode == 0, proc.stderr
     for prop in ("scale", "model", "adapt", "blur", "adapt-sync", "tile", "report"):
-        assert re.search(rf"^\s+{re.escape(prop)}\s+:", proc.stdout, re.M), prop
+        assert re.search(rf"^\s+{re.escape(prop)}\s+:", proc.stdout, re.MULTILINE), prop
     assert "format: RGB" in proc.stdout
     _no_python_noise(proc.stderr)
 
@@ -95,7 +95,7 @@ def test_readme_pipeline_as_written(gst_env, clips, tiny_model, tmp_path) -> Non
     _no_python_noise(proc.stderr)
     a, b = probe(src), probe(out)
     assert (b.width, b.height) == (256, 192) and len(b.times) == len(a.times) == 10
-    assert len({round(y - x, 3) for x, y in zip(a.times, a.times[1:])}) > 2      # really irregular
+    assert len({round(y - x, 3) for x, y in itertools.pairwise(a.times)}) > 2      # really irregular
     assert np.allclose(b.times, a.times, atol=1e-3), (a.times, b.times)
 
 
@@ -230,7 +230,7 @@ def test_buffer_timestamps_are_kept(app) -> None:
     assert app["eos"] and len(before) == len(after) == 10
     assert [b[:3] + b[4:] for b in before] == [a[:3] + a[4:] for a in after]
     pts = [b[0] for b in before]
-    assert len({y - x for x, y in zip(pts, pts[1:])}) > 2                 # really irregular
+    assert len({y - x for x, y in itertools.pairwise(pts)}) > 2           # really irregular
     assert {b[3] for b in before} == {64 * 48 * 3} and {a[3] for a in after} == {128 * 96 * 3}
 
 

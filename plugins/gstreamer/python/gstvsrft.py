@@ -41,7 +41,7 @@ import gi
 
 gi.require_version("Gst", "1.0")
 gi.require_version("GstVideo", "1.0")
-from gi.repository import GLib, GObject, Gst, GstVideo  # noqa: E402
+from gi.repository import GLib, GObject, Gst, GstVideo  # after require_version
 
 Gst.init_check(None)
 
@@ -131,6 +131,21 @@ def _route_logging() -> None:
 
 # ------------------------------------------------------------------ the element
 
+def _guarded(failure):
+    """A pad function that never lets a Python exception escape into GStreamer: it becomes an element
+    error and `failure` is returned (Gst.FlowReturn.ERROR for chain, False for events and queries)."""
+    def wrap(fn):
+        def pad_function(self, pad, parent, obj):
+            try:
+                return fn(self, pad, parent, obj)
+            except Exception as exc:  # noqa: BLE001 - becomes an element error
+                self._error(_describe(exc), _debug(exc))
+                return failure
+        pad_function.__name__ = fn.__name__
+        return pad_function
+    return wrap
+
+
 class _Abort(Exception):
     """The engine's run is abandoned (flush, shutdown or an error downstream)."""
 
@@ -147,7 +162,7 @@ class _End:
 class _Meta:
     """What an output buffer copies from the input buffer it was computed from."""
 
-    __slots__ = ("pts", "dts", "duration", "offset", "offset_end", "flags", "key")
+    __slots__ = ("dts", "duration", "flags", "key", "offset", "offset_end", "pts")
 
     def __init__(self, buf: Gst.Buffer) -> None:
         self.pts, self.dts, self.duration = buf.pts, buf.dts, buf.duration
@@ -262,9 +277,9 @@ class Vsrft(Gst.Element):
         if kernel is not None and not Path(kernel).is_file():
             raise self._engine.VsrftError(f"kernel file not found: {kernel}")
         providers = [s.strip() for s in (p["provider"] or "").split(",") if s.strip()] or None
-        options = dict(scale=p["scale"], model=p["model"], adapt=p["adapt"], blur=p["blur"], kernel=kernel,
-                       project=p["project"], adapt_config=cfg, adapt_every=p["adapt-every"] or None,
-                       warm_start=p["warm-start"], tile=p["tile"], providers=providers, threads=p["threads"])
+        options = {"scale": p["scale"], "model": p["model"], "adapt": p["adapt"], "blur": p["blur"], "kernel": kernel,
+                   "project": p["project"], "adapt_config": cfg, "adapt_every": p["adapt-every"] or None,
+                   "warm_start": p["warm-start"], "tile": p["tile"], "providers": providers, "threads": p["threads"]}
         if p["adapt-sync"]:
             options["adapt_sync"] = True
         return self._engine.Enhancer(**options)
@@ -306,6 +321,7 @@ class Vsrft(Gst.Element):
 
     # ---------------------------------------------------------------- data flow: streaming thread
 
+    @_guarded(Gst.FlowReturn.ERROR)
     def _chain(self, pad: Gst.Pad, parent: Gst.Object, buf: Gst.Buffer) -> Gst.FlowReturn:
         info = self._in_info
         if info is None:
@@ -332,6 +348,7 @@ class Vsrft(Gst.Element):
             self._cond.notify_all()
         return Gst.FlowReturn.OK
 
+    @_guarded(False)
     def _sink_event(self, pad: Gst.Pad, parent: Gst.Object, event: Gst.Event) -> bool:
         t = event.type
         if t == Gst.EventType.FLUSH_START:
@@ -394,6 +411,7 @@ class Vsrft(Gst.Element):
                 self._cond.wait()
             return end.done
 
+    @_guarded(False)
     def _sink_query(self, pad: Gst.Pad, parent: Gst.Object, query: Gst.Query) -> bool:
         if query.type == Gst.QueryType.CAPS:
             # any RGB frame size, provided downstream takes RGB at all
@@ -406,6 +424,7 @@ class Vsrft(Gst.Element):
             return True
         return pad.query_default(parent, query)
 
+    @_guarded(False)
     def _src_query(self, pad: Gst.Pad, parent: Gst.Object, query: Gst.Query) -> bool:
         if query.type == Gst.QueryType.CAPS:
             caps = self._out_caps if self._out_caps is not None else _CAPS
