@@ -361,3 +361,132 @@ def test_10bit_into_an_8bit_encoder(made, run) -> None:
     assert "cannot write 10-bit video: the output is 8-bit" in result.stderr
     b = video_info(out)
     assert b.pix_fmt == "yuv420p" and b.tags == video_info(src).tags
+
+
+# ---------------------------------------------------------------- hostile input: one line, exit 2, nothing left
+#
+# (test_enhance.py keeps the argument and output-path mistakes; the broken and strange files are here.)
+
+def _mount_tmpfs(folder: Path, *options: str) -> None:
+    """A tiny tmpfs at `folder` (needs root and mount); skips the test where that is impossible."""
+    folder.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(["size=64k", *options]), "tmpfs", str(folder)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {res.stderr.strip()}")
+
+
+def _y4m(path: Path, width: int, height: int, frames: int) -> Path:
+    header = f"YUV4MPEG2 W{width} H{height} F24:1 Ip A1:1 C444\n".encode()
+    frame = b"FRAME\n" + bytes([128]) * (width * height * 3)
+    path.write_bytes(header + frame * frames)
+    return path
+
+
+def _h264(made, name: str, size: str, frames: int) -> Path:
+    return made(name, "h264", *lavfi(f"testsrc2=s={size}:r=24,trim=end_frame={frames}"), "-c:v", "libx264",
+                "-preset", "veryfast", "-pix_fmt", "yuv420p")
+
+
+def _hostile_cases():
+    """name -> make(tmp, made) -> (input path, output path, expected: "error" or number of output frames)."""
+    def out(tmp: Path, ext: str = "mp4") -> Path:
+        return tmp / f"out.{ext}"
+
+    def zero_byte(tmp, made):
+        (tmp / "empty.mp4").touch()
+        return tmp / "empty.mp4", out(tmp), "error"
+
+    def text(tmp, made):
+        (tmp / "notes.mp4").write_text("this is not a video\n")
+        return tmp / "notes.mp4", out(tmp), "error"
+
+    def garbage(tmp, made):
+        (tmp / "noise.mkv").write_bytes(random.Random(7).randbytes(50_000))
+        return tmp / "noise.mkv", out(tmp), "error"
+
+    def truncated(tmp, made):          # moov at the end (ffmpeg's default): the first half cannot be opened
+        src = made("h264-aac", "mp4", *lavfi("testsrc2=s=64x48:r=24,trim=end_frame=24"),
+                   *lavfi("sine=frequency=440:sample_rate=48000:duration=1"), "-c:v", "libx264", "-preset",
+                   "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest")
+        data = src.read_bytes()
+        (tmp / "half.mp4").write_bytes(data[: len(data) // 2])
+        return tmp / "half.mp4", out(tmp), "error"
+
+    def wrong_extension(tmp, made):    # an MKV named .mp4: the content decides (recovery)
+        src = made("ffv1-10", "mkv", *lavfi("testsrc2=s=64x48:r=24,trim=end_frame=10"), "-c:v", "ffv1")
+        shutil.copy(src, tmp / "really-mkv.mp4")
+        return tmp / "really-mkv.mp4", out(tmp), 10
+
+    def audio_only(tmp, made):
+        src = made("audio-only", "m4a", *lavfi("sine=frequency=440:sample_rate=48000:duration=0.5"), "-c:a", "aac")
+        return src, out(tmp), "error"
+
+    def fails_mid_file(tmp, made):     # FFV1 with slice CRCs, 400 bytes overwritten half way
+        src = made("ffv1-crc", "mkv", *lavfi("testsrc2=s=64x48:r=24,trim=end_frame=24"), "-c:v", "ffv1",
+                   "-level", "3", "-slicecrc", "1")
+        data = bytearray(src.read_bytes())
+        data[len(data) // 2: len(data) // 2 + 400] = b"\xff" * 400
+        (tmp / "broken.mkv").write_bytes(bytes(data))
+        return tmp / "broken.mkv", out(tmp), "error"
+
+    def one_by_one(tmp, made):         # 1x1 works: 4x4 out, 4:4:4 (recovery)
+        return _y4m(tmp / "dot.y4m", 1, 1, 6), out(tmp, "mkv"), 6
+
+    def too_wide(tmp, made):
+        return _y4m(tmp / "wide.y4m", 16385, 2, 1), out(tmp, "mkv"), "error"
+
+    def odd_size(tmp, made):           # 67x41 works (recovery): 268x164
+        return _y4m(tmp / "odd.y4m", 67, 41, 5), out(tmp, "mkv"), 5
+
+    def size_change(tmp, made):        # two H.264 streams of different sizes, back to back
+        a, b = _h264(made, "h264-64x48", "64x48", 12), _h264(made, "h264-96x64", "96x64", 6)
+        (tmp / "two-sizes.h264").write_bytes(a.read_bytes() + b.read_bytes())
+        return tmp / "two-sizes.h264", out(tmp), "error"
+
+    def huge_frame_count(tmp, made):   # AVI headers claiming 2^31-1 frames: only the progress bar reads that
+        src = made("mpeg4-avi", "avi", *lavfi("testsrc2=s=64x48:r=24,trim=end_frame=12"), "-c:v", "mpeg4")
+        data = bytearray(src.read_bytes())
+        avih, strh = data.index(b"avih"), data.index(b"strh")
+        data[avih + 24: avih + 28] = (2 ** 31 - 1).to_bytes(4, "little")      # dwTotalFrames
+        data[strh + 40: strh + 44] = (2 ** 31 - 1).to_bytes(4, "little")      # dwLength
+        (tmp / "huge.avi").write_bytes(bytes(data))
+        with av.open(str(tmp / "huge.avi")) as c:
+            assert c.streams.video[0].frames == 2 ** 31 - 1
+        return tmp / "huge.avi", out(tmp), 12
+
+    def disk_full(tmp, made):          # a 64 KiB tmpfs: ENOSPC part way through the run
+        _mount_tmpfs(tmp / "small")
+        src = made("long", "mp4", *lavfi("testsrc2=s=160x120:r=24,trim=end_frame=300"), "-c:v", "libx264",
+                   "-preset", "ultrafast", "-pix_fmt", "yuv420p")
+        return src, tmp / "small" / "out.mp4", "error"
+
+    def read_only_dir(tmp, made):      # root ignores permission bits; a read-only mount stops it
+        _mount_tmpfs(tmp / "ro", "ro")
+        return _h264(made, "h264-64x48", "64x48", 12), tmp / "ro" / "out.mp4", "error"
+
+    return {name.replace("_", " "): fn for name, fn in locals().items() if callable(fn) and name != "out"}
+
+
+HOSTILE = _hostile_cases()
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_hostile_input(case: str, tmp_path, made, tiny_model) -> None:
+    src, dst, expected = HOSTILE[case](tmp_path, made)
+    try:
+        result = vsrft("enhance", src, dst, "--model", tiny_model, *FAST, timeout=180)
+        files_after = sorted(p.name for p in dst.parent.iterdir()) if dst.parent.is_dir() else []
+    finally:
+        for mount in ("small", "ro"):
+            if (tmp_path / mount).is_mount():
+                subprocess.run(["umount", str(tmp_path / mount)], check=True)
+    if expected == "error":
+        assert_one_line_error(result)
+        assert not dst.exists() and dst.name not in files_after
+        if dst.parent != tmp_path:          # the tmpfs folders: nothing at all left in them
+            assert files_after == []
+    else:
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        assert len(video_info(dst).pts) == expected
+    assert [f for f in files_after if ".partial" in f] == []

@@ -50,7 +50,7 @@ class VideoSource:
             self.container.close()
             raise VsrftError(f"no video stream in {self.path}")
         self.stream = videos[0]
-        self.stream.thread_type = "AUTO"
+        self.stream.thread_type = "SLICE"   # frame threads swallow decode errors (a stream that fails mid-file)
         cc = self.stream.codec_context
         if not cc.width or not cc.height:
             self.container.close()
