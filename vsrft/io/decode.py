@@ -50,6 +50,9 @@ class VideoSource:
             self.container.close()
             raise VsrftError(f"no video stream in {self.path}")
         self.stream = videos[0]
+        if self.stream.codec_context is None:        # a codec this FFmpeg has no decoder for (or a damaged header)
+            self.container.close()
+            raise VsrftError(f"cannot decode the video stream of {self.path}: unknown or unsupported codec")
         self.stream.thread_type = "SLICE"   # frame threads swallow decode errors (a stream that fails mid-file)
         cc = self.stream.codec_context
         if not cc.width or not cc.height:
