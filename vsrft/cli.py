@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", default="libx264", help="video encoder (any PyAV/FFmpeg encoder; ffv1 for lossless)")
     p.add_argument("--crf", type=float, default=18, help="constant rate factor for x264/x265/vp9/av1 (0 = lossless x264)")
     p.add_argument("--preset", default="veryfast", help="encoder preset (x264/x265/svt-av1)")
-    p.add_argument("--pix-fmt", default=None, help="output pixel format (default yuv420p, yuv444p for odd sizes)")
+    p.add_argument("--pix-fmt", default=None, help="output pixel format (default yuv420p, yuv444p for odd sizes; yuv420p10le for 10-bit input)")
     p.set_defaults(func=cmd_enhance)
 
     p = sub.add_parser("pipe", help="filter YUV4MPEG2 from stdin to stdout (for ffmpeg pipelines)",
