@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crf", type=float, default=18, help="constant rate factor for x264/x265/vp9/av1 (0 = lossless x264)")
     p.add_argument("--preset", default="veryfast", help="encoder preset (x264/x265/svt-av1)")
     p.add_argument("--pix-fmt", default=None, help="output pixel format (default yuv420p, yuv444p for odd sizes; yuv420p10le for 10-bit input)")
+    p.add_argument("--resume", action="store_true",
+                   help="a resumable job: checkpoint finished segments beside the output and, if an earlier run "
+                        "of the same command was interrupted, continue from its last finished segment")
     p.set_defaults(func=cmd_enhance)
 
     p = sub.add_parser("pipe", help="filter YUV4MPEG2 from stdin to stdout (for ffmpeg pipelines)",
@@ -226,7 +229,11 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
     try:
         stats = enhance(args.input, args.output, codec=args.codec, crf=args.crf, preset=args.preset,
-                        pix_fmt=args.pix_fmt, progress=bar, enhancer=enhancer)
+                        pix_fmt=args.pix_fmt, progress=bar, enhancer=enhancer, resume=args.resume)
+    except (KeyboardInterrupt, VsrftError):
+        if args.resume:
+            logging.getLogger("vsrft").warning("stopped: run the same command again to continue where it stopped")
+        raise
     finally:
         bar.close()
     write_outputs(args, enhancer)

@@ -78,6 +78,12 @@ class _Keyframe:
         self.index, self.time = self.windows[0].centre.index, self.windows[0].centre.time
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """In place of an output frame that a resumed job already has (see `Enhancer.skip_before`)."""
+    frame: Frame
+
+
 def _done(value: Any) -> Future:
     f: Future = Future()
     f.set_result(value)
@@ -132,6 +138,14 @@ class Enhancer:
         self._collecting: _Keyframe | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._blend: tuple[object, int] | None = None     # (old session, frames left)
+        # Resumable jobs (see `enhance(resume=True)`): frames a job may restart at, frames it
+        # already has, and the adaptation decisions it already took (frame index -> weights or
+        # None for rejected, report).
+        self.segment_frames = 0
+        self.restart_points: set[int] = set()
+        self._last_restart = 0
+        self.skip_before = 0
+        self.known_adaptations: dict[int, tuple[dict[str, torch.Tensor] | None, AdaptResult]] = {}
         self.on_stage: Callable[[str], None] | None = None  # told "adapting" / "upscaling"
 
     @property
@@ -171,7 +185,7 @@ class Enhancer:
     def _route(self, w: Window[Frame]) -> Iterator[Frame]:
         """Queue the window; start an adaptation when its keyframe's data is collected; infer what is ready."""
         if not self.adapt:
-            yield self._upscale(w.items)
+            yield self._emit(w)
             return
         centre = w.centre
         key: _Keyframe | None = None
@@ -206,7 +220,7 @@ class Enhancer:
                 key.future.result()      # re-raises what the adaptation thread raised
                 self._apply(key)
             self._queue.popleft()
-            yield self._upscale(w.items)
+            yield self._emit(w)
 
     def _close_collection(self) -> None:
         """The keyframe's data is complete: adapt now (sync) or start adapting beside inference."""
@@ -215,6 +229,14 @@ class Enhancer:
             return
         data = [self.network.stack([f.rgb for f in w.items]) for w in key.windows]
         key.windows = []
+        known = self.known_adaptations.get(key.index)
+        if known is not None:                   # decided before a resumed job was interrupted
+            start = self._latest if (self.warm_start or not key.shot_start) else self._pretrained
+            key.weights = known[0] if known[0] is not None else start
+            key.result = known[1]
+            self._latest = key.weights
+            key.future = _done(None)
+            return
         if self.on_stage:
             self.on_stage("adapting")
         if self.adapt_sync:
@@ -264,6 +286,22 @@ class Enhancer:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+    def _emit(self, w: Window[Frame]) -> Frame | Skipped:
+        """The output for a window, or a placeholder for a frame a resumed job already has."""
+        index = w.centre.index
+        if w.shot_start:
+            self._blend = None                  # a blend never runs into the next shot
+        if w.shot_start or (self.segment_frames and self._blend is None
+                            and index - self._last_restart >= self.segment_frames):
+            self.restart_points.add(index)
+            self._last_restart = index
+        if index < self.skip_before:
+            if self._blend is not None:
+                self._blend = (self._blend[0], self._blend[1] - 1) if self._blend[1] > 1 else None
+            self.stats.frames += 1
+            return Skipped(w.centre)
+        return self._upscale(w.items)
 
     def _upscale(self, window: list[Frame]) -> Frame:
         t0 = time.perf_counter()
@@ -332,7 +370,19 @@ def _check_rgb(rgb: np.ndarray, index: int) -> None:
         raise ValueError(f"frame {index} is empty")
 
 
-def _like(frame: Frame, kind: type) -> Any:
+def _settings(enh: Enhancer) -> dict[str, Any]:
+    """Everything about an Enhancer that changes its output (for resumable jobs)."""
+    from vsrft.runtime.export import weights_digest
+
+    return {"model": enh.network.info.name, "weights": weights_digest(enh.network.module),
+            "config": enh.network.info.config, "scale": enh.scale, "degradation": enh.degradation.to_json(),
+            "adapt": enh.adapt, "adapt_config": enh.adapt_config.to_dict(), "adapt_every": enh.policy.every_s,
+            "warm_start": enh.warm_start, "blend_frames": enh.blend_frames, "project": enh.project}
+
+
+def _like(frame: Frame | Skipped, kind: type) -> Any:
+    if isinstance(frame, Skipped):
+        return frame
     if kind is np.ndarray:
         return frame.rgb
     if kind is av.VideoFrame:
@@ -374,14 +424,18 @@ def preflight(src: str | Path, dst: str | Path, *, scale: int = 4, codec: str = 
 
 def enhance(src: str | Path, dst: str | Path, *, codec: str = "libx264", crf: float | None = 18,
             preset: str | None = "veryfast", pix_fmt: str | None = None,
-            progress: ProgressCallback | None = None, enhancer: Enhancer | None = None, **options: Any) -> Stats:
+            progress: ProgressCallback | None = None, enhancer: Enhancer | None = None, resume: bool = False,
+            segment_seconds: float = 10.0, **options: Any) -> Stats:
     """Upscale a video file into another: decode, inference (and adaptation) and encode run concurrently.
 
     `options` are `Enhancer`'s (scale, model, adapt, blur, ...), or pass a ready `enhancer`.
     The output appears at `dst` only when complete (written to a temporary file, renamed).
+    `resume`: a resumable job (see `vsrft.io.segments`): segments of at most `segment_seconds`
+    are checkpointed beside the output, and a job interrupted earlier continues where it stopped.
     """
     from vsrft.io.decode import VideoSource
     from vsrft.io.encode import VideoSink
+    from vsrft.io.segments import Job, SegmentWriter, fingerprint, job_folder
 
     if enhancer is None:
         preflight(src, dst, scale=int(options.get("scale", 4)), codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt)
@@ -393,6 +447,29 @@ def enhance(src: str | Path, dst: str | Path, *, codec: str = "libx264", crf: fl
     except BaseException:
         source.close()
         raise
+    writer: SegmentWriter | None = None
+    if resume:
+        settings = {"enhancer": _settings(enh), "codec": codec, "crf": crf, "preset": preset, "pix_fmt": pix_fmt,
+                    "segment_seconds": segment_seconds}
+        try:
+            job = Job(job_folder(dst), fingerprint(src, settings))
+            job.claim(sink.tmp_path)
+            enh.segment_frames = max(1, round(segment_seconds * float(source.rate or 25)))
+            enh.skip_before = job.resume_from
+            enh.known_adaptations = job.known_adaptations()
+        except BaseException:
+            sink.abort()
+            source.close()
+            raise
+        writer = SegmentWriter(sink, job)
+        user_on_adapt = enh.on_adapt
+
+        def keep_decision(result: AdaptResult) -> None:
+            job.add_adaptation(result, enh.weights if result.accepted else None)
+            if user_on_adapt:
+                user_on_adapt(result)
+
+        enh.on_adapt = keep_decision
     stats = enh.stats
     frames_q: queue.Queue = queue.Queue(maxsize=8)
     packets_q: queue.Queue = queue.Queue()
@@ -447,7 +524,12 @@ def enhance(src: str | Path, dst: str | Path, *, codec: str = "libx264", crf: fl
                 break
             t0 = time.perf_counter()
             drain_packets()
-            sink.write(item)
+            if writer is None:
+                sink.write(item)
+            elif isinstance(item, Skipped):
+                writer.skip(item.frame)
+            else:
+                writer.write(item, restart=item.index in enh.restart_points)
             stats.seconds["encode"] += time.perf_counter() - t0
             done[0] += 1
             if progress:
@@ -482,7 +564,11 @@ def enhance(src: str | Path, dst: str | Path, *, codec: str = "libx264", crf: fl
         if not (decoded[0] == stats.frames == sink.frames_written):
             raise VsrftError(f"internal error: {decoded[0]} frames decoded, {stats.frames} upscaled, "
                              f"{sink.frames_written} encoded")
-        sink.close()
+        if writer is not None:
+            writer.close()
+            writer.job.remove()
+        else:
+            sink.close()
         ok = True
     finally:
         stop.set()

@@ -124,6 +124,7 @@ class VideoSink:
         if side.display_matrix:        # rotation / flips: the container's display matrix, as found
             stream.set_display_matrix(list(side.display_matrix))
         stream.options = opts
+        self.encoder_options = dict(opts)      # (the stream does not give them back)
         try:   # open now, so bad settings fail here rather than in the encoder thread at frame 0
             stream.codec_context.open()
         except av.FFmpegError as exc:
@@ -185,6 +186,12 @@ class VideoSink:
         self._mux(packet)
 
     def write(self, frame: Frame) -> None:
+        for p in self.encode(frame, self.video):
+            self._mux(p)
+        self.frames_written += 1
+
+    def video_frame(self, frame: Frame) -> av.VideoFrame:
+        """The encoder's input for an upscaled frame: its pixel format, matrix, range and timestamps."""
         if self.deep:
             rgb16 = frame.rgb16 if frame.rgb16 is not None else frame.rgb.astype(np.uint16) * np.uint16(257)
             vf = rgb16_to_frame(rgb16, self.pix_fmt, self.colour)
@@ -194,13 +201,40 @@ class VideoSink:
         vf.time_base = frame.time_base
         if frame.duration:
             vf.duration = frame.duration
+        return vf
+
+    def encode(self, frame: Frame | None, encoder: av.video.stream.VideoStream | av.CodecContext) -> list[av.Packet]:
+        """Packets of `encoder` (this file's stream, or one from `new_encoder`) for a frame; None flushes."""
         try:
-            packets = self.video.encode(vf)
+            return list(encoder.encode(None if frame is None else self.video_frame(frame)))
         except av.FFmpegError as exc:
-            raise VsrftError(f"encoder {self.video.codec_context.name} failed at frame {frame.index}: {exc.strerror or exc}") from None
-        for p in packets:
-            self._mux(p)
-        self.frames_written += 1
+            where = "at the end" if frame is None else f"at frame {frame.index}"
+            raise VsrftError(f"encoder {self.video.codec_context.name} failed {where}: {exc.strerror or exc}") from None
+
+    def new_encoder(self, reproducible: bool = True) -> av.CodecContext:
+        """A fresh encoder with exactly this file's settings: a resumable job starts one per segment,
+        so a segment encodes the same whether or not the job was interrupted before it.
+
+        reproducible: x264's macroblock-tree rate control gave different bitstreams for the same
+        frames from run to run here (and none without it), so it is switched off for libx264."""
+        ref = self.video.codec_context
+        cc = av.CodecContext.create(ref.name, "w")
+        cc.width, cc.height, cc.pix_fmt = ref.width, ref.height, ref.pix_fmt
+        cc.time_base, cc.framerate = ref.time_base, ref.framerate
+        cc.colorspace, cc.color_range = ref.colorspace, ref.color_range
+        cc.color_primaries, cc.color_trc = ref.color_primaries, ref.color_trc
+        cc.flags = ref.flags
+        opts = dict(self.encoder_options)
+        if reproducible and ref.name == "libx264":
+            opts["x264-params"] = ":".join(filter(None, ["mbtree=0", opts.get("x264-params")]))
+        cc.options = opts
+        cc.open()
+        return cc
+
+    def mux_video(self, packet: av.Packet) -> None:
+        """Mux an already encoded video packet (from a segment encoder or a stored segment)."""
+        packet.stream = self.video
+        self._mux(packet)
 
     def _mux(self, packet: av.Packet) -> None:
         try:

@@ -1,0 +1,112 @@
+"""Resumable jobs: kill -9 in the middle, run again, get the same output as an uninterrupted run."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from helpers import SAMPLE, cli_env, decoded_rgb, probe
+from vsrft.adapt import AdaptConfig
+from vsrft.engine import Enhancer, enhance
+from vsrft.io.segments import job_folder
+
+
+def _video_packets(path: Path) -> list[tuple[int | None, bytes]]:
+    with av.open(str(path)) as c:
+        return [(p.pts, bytes(p)) for p in c.demux(c.streams.video[0]) if p.size]
+
+
+def _same_output(a: Path, b: Path) -> None:
+    fa, fb = decoded_rgb(a), decoded_rgb(b)
+    assert len(fa) == len(fb) == 144
+    assert all(np.array_equal(x, y) for x, y in zip(fa, fb))
+    assert _video_packets(a) == _video_packets(b)
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_output(tiny_model, tmp_path) -> None:
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "-m", "vsrft", "enhance", str(SAMPLE), str(out), "--model", str(tiny_model),
+                "--adapt-sync", "--adapt-steps", "30", "--resume", "-q"]
+
+    ref = tmp_path / "ref" / "out.mp4"
+    ref.parent.mkdir()
+    subprocess.run(command(ref), env=cli_env(), check=True, capture_output=True)
+    assert not job_folder(ref).exists()            # removed on success
+
+    out = tmp_path / "out.mp4"
+    job = job_folder(out)
+    proc = subprocess.Popen(command(out), env=cli_env(), stderr=subprocess.DEVNULL)
+    segments: list = []
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            segments = json.loads((job / "manifest.json").read_text())["segments"]
+        except (OSError, ValueError, KeyError):
+            segments = []
+        if segments:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the job finished before it could be killed"
+    assert segments and not out.exists()
+    assert any(n.startswith("weights") for n in os.listdir(job))   # adaptations kept for the resumption
+
+    again = subprocess.run(command(out), env=cli_env(), capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    _same_output(ref, out)
+    assert probe(out).stream_types.count("audio") == probe(SAMPLE).stream_types.count("audio") == 1
+    assert sorted(os.listdir(tmp_path)) == ["out.mp4", "ref"]      # no job folder, no stale partial file
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_interrupted_inside_a_shot_continues_at_a_segment_boundary(tiny_model, tmp_path) -> None:
+    """Segments of 0.5 s inside shots, an adaptation every second blended in: interrupted at frame
+    60 (in the middle of the second shot), resumed, equal to an uninterrupted run."""
+    def make() -> Enhancer:
+        return Enhancer(model=str(tiny_model), adapt_sync=True, adapt_every=1.0, blend_frames=4,
+                        adapt_config=AdaptConfig(steps=2, batch=2, patch=32, min_gain_db=-100))
+
+    opts = {"codec": "libx264", "resume": True, "segment_seconds": 0.5}
+    ref = tmp_path / "ref.mkv"
+    enhance(SAMPLE, ref, enhancer=make(), **opts)
+
+    out = tmp_path / "out.mkv"
+
+    def stop_at_60(p) -> None:
+        if p.frames_done >= 60:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        enhance(SAMPLE, out, enhancer=make(), progress=stop_at_60, **opts)
+    manifest = json.loads((job_folder(out) / "manifest.json").read_text())
+    done = sum(s["frames"] for s in manifest["segments"])
+    assert len(manifest["segments"]) >= 3 and 27 < done <= 60          # boundaries inside shots, not only at cuts
+    resumed = make()
+    enhance(SAMPLE, out, enhancer=resumed, **opts)
+    assert resumed.stats.frames == 144
+    _same_output(ref, out)
+    assert not job_folder(out).exists()
+
+
+def test_other_settings_start_the_job_over(tiny_model, tmp_path) -> None:
+    out = tmp_path / "out.mkv"
+    job = job_folder(out)
+    job.mkdir()
+    (job / "manifest.json").write_text(json.dumps({"version": 1, "fingerprint": {"other": 1}, "segments":
+                                                   [{"first": 0, "frames": 100, "packets": 100, "file": "x"}],
+                                                   "adaptations": {}}))
+    enh = Enhancer(model=str(tiny_model), adapt=False)
+    enhance(SAMPLE, out, enhancer=enh, codec="ffv1", resume=True)
+    assert len(decoded_rgb(out)) == 144 and not job.exists()
