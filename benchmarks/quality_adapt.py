@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -112,18 +113,23 @@ def run_sequence(lr: list[np.ndarray], model: str, scale: int, blur: float | Non
 
 
 def switch_flicker(seqs: list[EvalSequence], model: str, cfg: AdaptConfig, folder: Path) -> list[str]:
-    """Flicker (tMSE against the ground truth, per frame pair) at a weight change inside one shot."""
+    """Flicker (tMSE against the ground truth, per frame pair) where the weights change inside a shot.
+
+    Frames carry timestamps at 24 fps and `--adapt-every 0.5`, so the weights change at frame 12;
+    that adaptation is accepted whatever it gains, so that there is a change to measure."""
+    from vsrft.frame import Frame
     from vsrft.metrics.temporal import tmse
 
     lines = []
-    long = [s for s in seqs if len(s.frames) >= 24][:2]
+    forced = replace(cfg, min_gain_db=-math.inf, floor_db=math.inf)
     for blend in (8, 0):
         at_switch, elsewhere = [], []
-        for seq in long:
+        for seq in seqs:
             (gt, lr), = footage([seq], 4, 1.6, folder)
-            enh = Enhancer(model=model, blur=1.6, adapt_config=cfg, adapt_sync=True, adapt_every=0.5,
+            frames = [Frame(rgb=f, index=i, pts=i, time_base=Fraction(1, 24)) for i, f in enumerate(lr)]
+            enh = Enhancer(model=model, blur=1.6, adapt_config=forced, adapt_sync=True, adapt_every=0.5,
                            blend_frames=blend)
-            out = list(enh.process(lr))        # frames carry no timestamps: the fallback is every 250 frames
+            out = [f.rgb for f in enh.process(frames)]
             switches = [r.frame_index for r in enh.reports if r.accepted and r.frame_index > 0]
             pairs = [tmse(out[t - 1:t + 1], gt[t - 1:t + 1]) for t in range(1, len(out))]
             near = {t for s in switches for t in range(s, s + max(blend, 1) + 1)}
@@ -140,7 +146,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--photos", default="/work/data/photos", help="folder whose held-out photos make sequences")
     ap.add_argument("--quick", action="store_true", help="2 photo sequences of 12 frames, no clips")
-    ap.add_argument("--frames", type=int, default=20, help="frames per sequence")
+    ap.add_argument("--frames", type=int, default=16, help="frames per sequence")
     ap.add_argument("--no-switch", action="store_true", help="skip the weight-change flicker measurement")
     ap.add_argument("--json", default=None)
     ap.add_argument("--model", default=None, help="override the case's model")
