@@ -151,13 +151,12 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--model", default=None, help="override the case's model")
     for name, kind in (("steps", int), ("patch", int), ("lr", float), ("layers", str), ("anchor", float),
-                       ("min-gain", float), ("optimizer", str), ("loss", str), ("internal", float),
-                       ("null-weight", float)):
+                       ("min-gain", float), ("optimizer", str), ("loss", str), ("null-weight", float)):
         ap.add_argument(f"--{name}", type=kind, default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     cfg = AdaptConfig()
-    for k in ("steps", "patch", "lr", "layers", "anchor", "optimizer", "loss", "internal", "null_weight"):
+    for k in ("steps", "patch", "lr", "layers", "anchor", "optimizer", "loss", "null_weight"):
         if getattr(args, k) is not None:
             setattr(cfg, k, getattr(args, k))
     if args.min_gain is not None:

@@ -44,8 +44,6 @@ class AdaptConfig:
     loss: str = "precond"           # "lr": ||A f - y||^2; "precond": ||A^+(A f - y)||^2 (Gauss-Newton metric)
     min_gain_db: float = 1.0        # held-out LR-PSNR gain needed to accept (smaller gains were HR losses)
     null_weight: float = 0.0        # > 0: penalise changes of the output in A's null space (what y cannot see)
-    internal: float = 0.0           # > 0: add this weight of the internal-pair loss ||R f(A w) - y||^2 (ZSSR-style)
-    internal_patch: int = 96        # LR crop side for the internal pairs (network input is this / scale)
     floor_db: float = 55.0          # skip when held-out LR-PSNR is already this high (8-bit rounding noise: 58.9 dB)
     plateau_db: float = 0.0         # > 0: stop when LR-PSNR gains less than this per check (paper: 0.04)
     seed: int = 0
@@ -102,22 +100,6 @@ def consistency_loss(module: nn.Module, windows: torch.Tensor, op: Degradation, 
     if cfg.loss == "precond":
         d_luma, d_chroma = _pinv_apply(d_luma, op), _pinv_apply(d_chroma, op)
     return (d_luma ** 2).mean() + cfg.chroma_weight * (d_chroma ** 2).mean() + null
-
-
-def internal_loss(module: nn.Module, windows: torch.Tensor, op: Degradation, model_scale: int,
-                  cfg: AdaptConfig) -> torch.Tensor:
-    """The LR frames degraded once more are an input whose answer is known: || R f(A w) - y ||^2."""
-    n, c, p, q = windows.shape
-    small = degrade_torch(windows.reshape(n * c // 3, 3, p, q), op).reshape(n, c, p // op.scale, q // op.scale)
-    hr = module(small)
-    if op.scale != model_scale:
-        hr = resize_torch(hr, p, q)
-    d = hr - windows[:, 6:9]
-    m = cfg.margin * op.scale // 2
-    if m and 2 * m < min(d.shape[-2:]):
-        d = d[..., m:-m, m:-m]
-    d_luma = (d * _LUMA.to(d.dtype)).sum(1, keepdim=True)
-    return (d_luma ** 2).mean() + cfg.chroma_weight * ((d - d_luma) ** 2).mean()
 
 
 def _pinv_apply(r: torch.Tensor, op: Degradation) -> torch.Tensor:
@@ -210,10 +192,6 @@ def finetune(module: nn.Module, windows: list[np.ndarray], op: Degradation, mode
                     reference = resize_torch(reference, op.scale * batch.shape[-2], op.scale * batch.shape[-1])
         loss = consistency_loss(net, batch, op, model_scale, cfg, reference)
         objective = loss * (batch[:, :3].numel() if cfg.optimizer == "sgd" else 1.0)  # paper: summed error
-        if cfg.internal:
-            side = cfg.internal_patch // op.scale * op.scale
-            objective = objective + cfg.internal * internal_loss(
-                net, sample_crops(train, cfg.batch, side, rng), op, model_scale, cfg)
         if cfg.anchor:
             objective = objective + cfg.anchor * sum(((p - a) ** 2).sum() for p, a in zip(params, anchors))
         opt.zero_grad(set_to_none=True)
