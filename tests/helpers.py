@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -55,6 +56,22 @@ def vsrft(*args: object, timeout: float = 300) -> Run:
     proc = subprocess.run([sys.executable, "-m", "vsrft", *map(str, args)], capture_output=True, text=True,
                           env=cli_env(), timeout=timeout, stdin=subprocess.DEVNULL)
     return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def enhance_once(folder: Path, arguments: Callable[[tuple[str, ...]], tuple[object, ...]]
+                 ) -> Callable[..., tuple[Run, Path]]:
+    """run(src, ext, *args) -> (Run, output path): `vsrft enhance src out *arguments(args)`, run once
+    per distinct call (module fixtures share one encode between the tests that read it)."""
+    done: dict[tuple, tuple[Run, Path]] = {}
+
+    def run(src: Path, ext: str, *args: str) -> tuple[Run, Path]:
+        key = (str(src), ext, args)
+        if key not in done:
+            out = folder / f"{len(done)}-{Path(src).stem}.{ext}"
+            done[key] = (vsrft("enhance", src, out, *arguments(args)), out)
+        return done[key]
+
+    return run
 
 
 # ---------------------------------------------------------------- clips

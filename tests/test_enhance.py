@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import SAMPLE, Run, assert_one_line_error, cli_env, decoded_rgb, leftovers, packets, probe, video_packet_times, vsrft
+from helpers import SAMPLE, Run, assert_one_line_error, cli_env, decoded_rgb, enhance_once, leftovers, packets, probe, video_packet_times, vsrft
 from vsrft.windows import window_indices
 
 FAST = ("--no-adapt",)
@@ -23,17 +23,7 @@ FAST = ("--no-adapt",)
 @pytest.fixture(scope="module")
 def enhanced(tmp_path_factory, tiny_model):
     """enhanced(src, ext, *args) -> (Run, output path); each distinct run happens once per module."""
-    folder = tmp_path_factory.mktemp("enhanced")
-    done: dict[tuple, tuple[Run, Path]] = {}
-
-    def run(src: Path, ext: str, *args: str) -> tuple[Run, Path]:
-        key = (str(src), ext, args)
-        if key not in done:
-            out = folder / f"{len(done)}-{Path(src).stem}.{ext}"
-            done[key] = (vsrft("enhance", src, out, "--model", tiny_model, *FAST, *args), out)
-        return done[key]
-
-    return run
+    return enhance_once(tmp_path_factory.mktemp("enhanced"), lambda args: ("--model", tiny_model, *FAST, *args))
 
 
 def ok(run: Run, out: Path) -> None:

@@ -18,7 +18,7 @@ import av
 import numpy as np
 import pytest
 
-from helpers import (SRT, Run, VFR_EXPR, assert_one_line_error, cli_env, ffmpeg, leftovers, video_info,
+from helpers import (SRT, Run, VFR_EXPR, assert_one_line_error, cli_env, enhance_once, ffmpeg, leftovers, video_info,
                      vsrft, yuv_planes)
 
 FAST = ("--no-adapt", "-q")
@@ -45,18 +45,11 @@ def made(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, tiny_model):
     """run(src, ext, *args) -> (Run, output path): `vsrft enhance` once per distinct call (tiny model by default)."""
-    folder = tmp_path_factory.mktemp("production-out")
-    done: dict[tuple, tuple[Run, Path]] = {}
+    def arguments(args: tuple[str, ...]) -> tuple[str, ...]:
+        model = () if "--model" in args else ("--model", tiny_model)
+        return (*model, *(args or FAST))
 
-    def go(src: Path, ext: str, *args: str) -> tuple[Run, Path]:
-        key = (str(src), ext, args)
-        if key not in done:
-            out = folder / f"{len(done)}-{Path(src).stem}.{ext}"
-            model = () if "--model" in args else ("--model", tiny_model)
-            done[key] = (vsrft("enhance", src, out, *model, *(args or FAST)), out)
-        return done[key]
-
-    return go
+    return enhance_once(tmp_path_factory.mktemp("production-out"), arguments)
 
 
 def ok(result: Run, out: Path) -> None:

@@ -210,6 +210,8 @@ class _State:
 
 
 def _read_exact(stream, n: int) -> bytes:
+    # the same loop as vsrft.io.y4m._read_exact: this module runs in the VapourSynth Python,
+    # which has numpy but not vsrft (no torch wheel on disk for 3.12), so it cannot import it
     chunks, got = [], 0
     while got < n:
         b = stream.read(n - got)
