@@ -8,6 +8,7 @@ Prints markdown tables; one run, so compare the ratios inside it (these machines
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
@@ -77,13 +78,47 @@ def make_clip(path: Path, w: int, h: int, seconds: float, two_shots: bool) -> No
     subprocess.run(cmd.split(), check=True)
 
 
+MODES = {   # label: Enhancer options
+    "none": dict(adapt=False),
+    "default (in line on the CPU)": dict(),
+    "background (--adapt-background)": dict(adapt_thread=True),
+    "in line, step budget only (--adapt-sync)": dict(adapt_sync=True),
+}
+
+
+def end_to_end(clip: Path, out: Path, model: str, mode: str) -> dict:
+    """One `enhance` run; called in a fresh process per mode, so that each pays the same one-time
+    costs (PyTorch's first fine-tuning) and its peak RSS is its own."""
+    enh = Enhancer(scale=4, model=model, **MODES[mode])
+    t0 = time.perf_counter()
+    stats = enhance(clip, out, enhancer=enh)
+    wall = time.perf_counter() - t0
+    enh.close()
+    return {"wall": wall, "frames": stats.frames, "seconds": dict(stats.seconds),
+            "keyframe_seconds": [r.seconds for r in enh.reports],
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def end_to_end_in_child(clip: Path, out: Path, model: str, mode: str) -> dict:
+    run = subprocess.run([sys.executable, __file__, "--child", json.dumps([str(clip), str(out), model, mode])],
+                         capture_output=True, text=True)
+    if run.returncode:
+        raise SystemExit(f"end-to-end run {model} / {mode} failed:\n{run.stderr}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", default=None)
     ap.add_argument("--size", default="320x180")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--skip-adapt", action="store_true")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        clip, out, model, mode = json.loads(args.child)
+        print(json.dumps(end_to_end(Path(clip), Path(out), model, mode)))
+        return
     models = args.model or ["vsrft-mse"]
     w, h = map(int, args.size.split("x"))
     torch.set_num_threads(os.cpu_count() or 1)
@@ -123,26 +158,24 @@ def main() -> None:
               "| waiting for adaptation s | encode s | peak RSS MB |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         walls = {}
-        modes = ["none"] if args.skip_adapt else ["none", "background", "in line (--adapt-sync)"]
+        modes = ["none"] if args.skip_adapt else list(MODES)
         for name in models:
             for mode in modes:
-                enh = Enhancer(scale=4, model=name, adapt=mode != "none", adapt_sync=mode.startswith("in line"))
-                t0 = time.perf_counter()
-                stats = enhance(clip, Path(tmp) / "out.mp4", enhancer=enh)
-                wall = time.perf_counter() - t0
-                enh.close()
-                walls[(name, mode)] = wall
-                s = stats.seconds
-                rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-                print(f"| {name} | {mode} | {stats.frames} | {wall:.1f} | {stats.frames / wall:.1f} | "
+                r = end_to_end_in_child(clip, Path(tmp) / "out.mp4", name, mode)
+                walls[mode] = r["wall"]
+                s = r["seconds"]
+                print(f"| {name} | {mode} | {r['frames']} | {r['wall']:.1f} | {r['frames'] / r['wall']:.1f} | "
                       f"{s['decode']:.1f} | {s['windows']:.1f} | {s['inference']:.1f} | {s['adaptation']:.1f} | "
-                      f"{s['adaptation_wait']:.1f} | {s['encode']:.1f} | {rss:.0f} |")
+                      f"{s['adaptation_wait']:.1f} | {s['encode']:.1f} | {r['rss_mb']:.0f} |")
+                if r["keyframe_seconds"]:
+                    keyframes = r["keyframe_seconds"]
+            print()
             for mode in modes[1:]:
-                enh_walls = walls[(name, mode)] / walls[(name, "none")]
-                print(f"\n{name}, adaptation {mode}: wall time with adaptation / without: {enh_walls:.2f}")
+                print(f"{name}, adaptation {mode}: wall time with adaptation / without: "
+                      f"{walls[mode] / walls['none']:.2f}")
             if len(modes) > 1:
-                print(f"{name}: {len(enh.reports)} keyframes, "
-                      f"{np.mean([r.seconds for r in enh.reports]):.1f} s per keyframe (in line)\n")
+                print(f"\n{name}: {len(keyframes)} keyframes, {np.mean(keyframes):.1f} s per keyframe "
+                      "(--adapt-sync, the first one includes PyTorch's one-time setup)\n")
         print("\nStage seconds overlap (three threads), so they add up to more than the wall time.")
 
 

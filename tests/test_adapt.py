@@ -146,7 +146,7 @@ def test_background_adaptation_reads_ahead_and_equals_in_line(tiny_model) -> Non
     cfg = AdaptConfig(steps=4, seconds=120, batch=4, patch=32, min_gain_db=-100)
     sync = Enhancer(model=str(tiny_model), adapt_config=cfg, adapt_sync=True)
     ref, sync_events = _run_recording(sync, frames)
-    background = Enhancer(model=str(tiny_model), adapt_config=cfg, lookahead=16)
+    background = Enhancer(model=str(tiny_model), adapt_config=cfg, adapt_thread=True, lookahead=16)
     got, events = _run_recording(background, frames)
     background.close()
     assert len(got) == len(ref) == 70
@@ -159,8 +159,21 @@ def test_background_adaptation_reads_ahead_and_equals_in_line(tiny_model) -> Non
     assert events[1][1] < cut <= events[1][0]
 
 
+def test_adaptation_runs_in_line_when_inference_is_on_the_cpu(tiny_model) -> None:
+    # on the CPU the fine-tuning and inference compete for the same cores: no read-ahead thread
+    auto = Enhancer(model=str(tiny_model))
+    assert auto.network.runtime.provider == "CPUExecutionProvider"
+    assert auto.adapt_thread is False and auto.lookahead == 0
+    assert auto.report()["adapt_mode"] == "in line"
+    forced = Enhancer(model=str(tiny_model), adapt_thread=True, lookahead=16)
+    assert forced.adapt_thread is True and forced.lookahead == 16
+    assert forced.report()["adapt_mode"] == "background thread"
+    sync = Enhancer(model=str(tiny_model), adapt_sync=True, adapt_thread=True)
+    assert sync.adapt_thread is False and sync.report()["adapt_mode"] == "in line, step budget only"
+
+
 def test_background_adaptation_error_reaches_the_caller(tiny_model) -> None:
-    enh = Enhancer(model=str(tiny_model), adapt_config=AdaptConfig(steps=2, patch=0))
+    enh = Enhancer(model=str(tiny_model), adapt_config=AdaptConfig(steps=2, patch=0), adapt_thread=True)
     with pytest.raises(Exception):
         list(enh.process(decoded_rgb(SAMPLE)[:12]))
     enh.close()

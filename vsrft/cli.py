@@ -67,8 +67,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapt-seconds", type=float, default=None, help="time budget per keyframe")
     p.add_argument("--adapt-lr", type=float, default=None, help="fine-tuning learning rate")
     p.add_argument("--adapt-sync", action="store_true",
-                   help="adapt in line, with the step budget only: reproducible output (default: "
-                        "adapt in a background thread while the previous shot is inferred)")
+                   help="adapt in line, with the step budget only: reproducible output")
+    p.add_argument("--adapt-background", action="store_true",
+                   help="adapt in a background thread while the previous shot is inferred (default only "
+                        "when inference runs on a GPU: on the CPU the two compete for the same cores)")
     p.add_argument("--warm-start", action="store_true", help="start each shot's adaptation from the previous shot's weights")
     p.add_argument("--project", action="store_true",
                    help="finish each frame with the exact data-consistency projection x + A+(y - Ax)")
@@ -196,6 +198,8 @@ def make_enhancer(args: argparse.Namespace):
     for name, value in (("steps", args.adapt_steps), ("seconds", args.adapt_seconds), ("lr", args.adapt_lr)):
         if value is not None:
             setattr(cfg, name, value)
+    if args.adapt_sync and args.adapt_background:
+        raise VsrftError("--adapt-sync adapts in line: it cannot be combined with --adapt-background")
     if args.blur is not None and args.blur < 0:
         raise VsrftError(f"--blur must be >= 0, got {args.blur}")
     if args.kernel is not None and not Path(args.kernel).is_file():
@@ -208,7 +212,7 @@ def make_enhancer(args: argparse.Namespace):
     return Enhancer(scale=args.scale, model=args.model, adapt=args.adapt, blur=args.blur, kernel=args.kernel,
                     project=args.project, adapt_config=cfg, adapt_every=args.adapt_every,
                     warm_start=args.warm_start, tile=args.tile, providers=args.provider,
-                    adapt_sync=args.adapt_sync)
+                    adapt_sync=args.adapt_sync, adapt_thread=True if args.adapt_background else None)
 
 
 def write_outputs(args: argparse.Namespace, enhancer) -> None:

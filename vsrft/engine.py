@@ -99,8 +99,12 @@ class Enhancer:
     weights midway unless `adapt_every` asks for it; then old and new outputs are blended over
     `blend_frames`): the adaptation runs in a background thread on the shot's first
     `adapt_config.frames` windows while up to `lookahead` windows are read ahead and the
-    previous shot is still being inferred. `adapt_sync=True` adapts in line instead, with the
-    step budget only (never the clock), so the output is reproducible bit for bit.
+    previous shot is still being inferred. That pays only when inference does not use the cores
+    the fine-tuning needs, so `adapt_thread=None` (auto) runs it in the background when inference
+    is on an accelerator and in line when it is on the CPU (on 2 cores the thread saved no wall
+    time, halved the fine-tuning's speed and held more memory: docs/adaptation.md).
+    `adapt_sync=True` adapts in line with the step budget only (never the clock), so the output
+    is reproducible bit for bit.
 
     State: the current weights, the adaptation reports, the position in the stream.
     """
@@ -111,7 +115,7 @@ class Enhancer:
                  warm_start: bool = False, blend_frames: int = 8, tile: int = 512,
                  providers: list[str] | None = None, threads: int = 0,
                  on_adapt: Callable[[AdaptResult], None] | None = None, adapt_sync: bool = False,
-                 lookahead: int = 32) -> None:
+                 adapt_thread: bool | None = None, lookahead: int = 32) -> None:
         self.scale = scale
         self.network = Network.load(model, scale, providers=providers, threads=threads, tile=tile)
         if kernel is not None:
@@ -132,7 +136,12 @@ class Enhancer:
         self._pretrained = {k: v.detach().clone() for k, v in self.network.module.state_dict().items()}
         self._current = self._pretrained
         self.adapt_sync = adapt_sync
-        self.lookahead = 0 if adapt_sync else lookahead
+        if adapt_sync:
+            adapt_thread = False
+        elif adapt_thread is None:
+            adapt_thread = self.network.runtime.provider != "CPUExecutionProvider"
+        self.adapt_thread = adapt_thread
+        self.lookahead = lookahead if adapt_thread else 0
         self._latest = self._pretrained                        # weights the last adaptation decided
         self._queue: deque[tuple[Window[Frame], _Keyframe | None]] = deque()
         self._collecting: _Keyframe | None = None
@@ -239,7 +248,7 @@ class Enhancer:
             return
         if self.on_stage:
             self.on_stage("adapting")
-        if self.adapt_sync:
+        if not self.adapt_thread:
             key.future = _done(self._adapt_job(key, data))
         else:
             if self._pool is None:
@@ -326,7 +335,10 @@ class Enhancer:
         return {"model": self.network.info.name, "model_config": self.network.info.config, "scale": self.scale,
                 "degradation": str(self.degradation), "degradation_json": self.degradation.to_json(),
                 "adapt": self.adapt, "adapt_config": self.adapt_config.to_dict(),
-                "adapt_every_s": self.policy.every_s, "project": self.project, "provider": self.provider,
+                "adapt_every_s": self.policy.every_s,
+                "adapt_mode": "in line, step budget only" if self.adapt_sync else
+                              "background thread" if self.adapt_thread else "in line",
+                "project": self.project, "provider": self.provider,
                 "frames": self.stats.frames, "cuts": self.stats.cuts, "seconds": dict(self.stats.seconds),
                 "keyframes": [r.to_dict() for r in self.reports]}
 

@@ -46,7 +46,8 @@ _UNSPECIFIED = 2
 _VALUE_OPTIONS = {"kernel": "--kernel", "adapt_every": "--adapt-every", "adapt_steps": "--adapt-steps",
                   "adapt_seconds": "--adapt-seconds", "adapt_lr": "--adapt-lr", "report": "--report",
                   "save_adapted": "--save-adapted", "tile": "--tile", "provider": "--provider"}
-_FLAG_OPTIONS = {"adapt_sync": "--adapt-sync", "warm_start": "--warm-start", "project": "--project"}
+_FLAG_OPTIONS = {"adapt_sync": "--adapt-sync", "adapt_background": "--adapt-background", "warm_start": "--warm-start",
+                 "project": "--project"}
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def enhance(clip: vs.VideoNode, scale: int = 4, model: str = "vsrft-mse", adapt:
         ahead of requests; the output does not depend on it).
     cache_dir: folder of the output frame cache (default: the system's temporary folder).
     options: more engine options: kernel, adapt_every, adapt_steps, adapt_seconds, adapt_lr,
-        adapt_sync, warm_start, project, report, save_adapted, tile, provider.
+        adapt_sync, adapt_background, warm_start, project, report, save_adapted, tile, provider.
     """
     if not isinstance(clip, vs.VideoNode):
         raise vs.Error("vsrft: clip must be a VapourSynth video clip")

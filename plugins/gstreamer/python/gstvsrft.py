@@ -203,6 +203,8 @@ class Vsrft(Gst.Element):
                           0.0, 1e9, 0.0, _RW),
         "adapt-sync": (bool, "Adapt sync", "Adapt in line with the step budget only: reproducible output",
                        False, _RW),
+        "adapt-background": (bool, "Adapt in the background", "Adapt in a background thread while the previous "
+                             "shot is inferred (default only when inference runs on a GPU)", False, _RW),
         "warm-start": (bool, "Warm start", "Start each shot's adaptation from the previous shot's weights",
                        False, _RW),
         "project": (bool, "Project", "Finish each frame with the data-consistency projection x + A+(y - Ax)",
@@ -282,6 +284,8 @@ class Vsrft(Gst.Element):
                    "warm_start": p["warm-start"], "tile": p["tile"], "providers": providers, "threads": p["threads"]}
         if p["adapt-sync"]:
             options["adapt_sync"] = True
+        elif p["adapt-background"]:
+            options["adapt_thread"] = True
         return self._engine.Enhancer(**options)
 
     def _close_enhancer(self, wait: bool) -> None:
