@@ -43,7 +43,12 @@ CASES = {
     "matched": ("vsrft-mse", 4, 0.0, None),
     "x2": ("vsrft-mse", 2, 0.0, None),
 }
-METHODS = ("bicubic", "base", "projection", "adapted", "adapted+projection")
+METHODS = ("bicubic", "base", "projection", "input deblur", "input deblur+projection", "adapted", "adapted+projection")
+# "base" and "projection" are the network as trained, told nothing of the blur (plus the exact
+# projection on the true A); "input deblur" is `--blur S --no-adapt` (the LR input filtered by
+# `lr_deblur_taps`, no fine-tuning); "adapted" is `--blur S` with default settings. The input
+# deblur rows exist only in the cases with a blur.
+DEBLUR_METHODS = ("input deblur", "input deblur+projection")
 METRICS = ("y_psnr", "ssim", "lpips", "tof", "seconds")
 
 
@@ -92,9 +97,10 @@ def run_sequence(lr: list[np.ndarray], model: str, scale: int, blur: float | Non
     res: dict[str, tuple[list[np.ndarray], float, list[dict]]] = {}
     t0 = time.perf_counter()
     res["bicubic"] = (bicubic_sequence(lr, scale), time.perf_counter() - t0, [])
-    for method in ("base", "projection"):
+    for method in ("base", "projection", *(DEBLUR_METHODS if blur else ())):
         if method in methods:
-            enh = Enhancer(scale=scale, model=model, adapt=False, blur=blur, project=method == "projection")
+            enh = Enhancer(scale=scale, model=model, adapt=False, blur=blur, project=method.endswith("projection"),
+                           input_deblur=method.startswith("input deblur"))
             t0 = time.perf_counter()
             res[method] = (list(enh.process(lr)), time.perf_counter() - t0, [])
     if "adapted" in methods or "adapted+projection" in methods:
@@ -183,10 +189,11 @@ def main() -> None:
             model, scale, footage_blur, told_blur = CASES[case]
             model = args.model or model
             op = Degradation(scale=scale, blur_sigma=footage_blur)
-            per_method: dict[str, list[dict]] = {m: [] for m in methods}
+            per_method: dict[str, list[dict]] = {m: [] for m in methods
+                                                 if told_blur or m not in DEBLUR_METHODS}
             for seq, (gt, lr) in zip(seqs, footage(seqs, scale, footage_blur, folder)):
                 outs = run_sequence(lr, model, scale, told_blur, cfg, methods)
-                for method in methods:
+                for method in per_method:
                     out, secs, reports = outs[method]
                     m = evaluate(out, gt, scale, warp=False)
                     m.update(seconds=secs, name=seq.name, reports=reports)
@@ -203,10 +210,16 @@ def main() -> None:
                       f"{m['seconds'] * len(seqs):.1f} |")
             if "base" in rows:
                 base = [p["y_psnr"] for p in rows["base"]["per_sequence"]]
-                for method in ("projection", "adapted", "adapted+projection"):
+                for method in ("projection", *DEBLUR_METHODS, "adapted", "adapted+projection"):
                     if method in rows:
                         d = [p["y_psnr"] - b for p, b in zip(rows[method]["per_sequence"], base)]
                         print(f"\n{method} - base, Y-PSNR per sequence: " + ", ".join(f"{x:+.2f}" for x in d))
+            if "projection" in rows:
+                proj = [p["y_psnr"] for p in rows["projection"]["per_sequence"]]
+                for method in ("adapted", "adapted+projection"):
+                    if method in rows:
+                        d = [p["y_psnr"] - b for p, b in zip(rows[method]["per_sequence"], proj)]
+                        print(f"\n{method} - projection, Y-PSNR per sequence: " + ", ".join(f"{x:+.2f}" for x in d))
             if "adapted" in rows:
                 acc = [rep for p in rows["adapted"]["per_sequence"] for rep in p["reports"]]
                 print(f"\nkeyframes: {len(acc)}, accepted {sum(r['accepted'] for r in acc)}, "

@@ -5,6 +5,7 @@ import json
 import math
 from dataclasses import replace
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -12,7 +13,8 @@ import torch.nn.functional as F
 
 from helpers import SAMPLE, decoded_rgb, vsrft
 from vsrft.adapt import AdaptConfig, finetune
-from vsrft.degradation import Degradation, degrade, degrade_torch, gaussian_matrix, project, resize
+from vsrft.degradation import (Degradation, degrade, degrade_torch, gaussian_matrix, lr_deblur_taps, project,
+                               resize)
 from vsrft.engine import Enhancer
 
 
@@ -63,14 +65,14 @@ def test_projection_makes_the_output_consistent() -> None:
     assert np.abs(ax - y).max() < 1e-3
 
 
-def _windows(net_stack, frames: list[np.ndarray]) -> list[np.ndarray]:
+def _windows(adaptation_window, frames: list[np.ndarray]) -> list[np.ndarray]:
     pad = [frames[0]] * 2 + frames + [frames[-1]] * 2
-    return [net_stack(pad[i:i + 5]) for i in range(len(frames))]
+    return [adaptation_window(pad[i:i + 5]) for i in range(len(frames))]
 
 
 def test_loss_falls_on_a_real_clip(tiny_model, sample_frames) -> None:
     enh = Enhancer(model=str(tiny_model), adapt=False)
-    data = _windows(enh.network.stack, sample_frames)
+    data = _windows(enh.network.adaptation_window, sample_frames)
     cfg = AdaptConfig(steps=25, seconds=120, lr=1e-3, batch=4, patch=32, loss="lr", min_gain_db=0.0)
     state, res = finetune(enh.network.module, data, Degradation(4), 4, cfg)
     assert res.steps == 25 and len(res.losses) == 25
@@ -181,9 +183,44 @@ def test_background_adaptation_error_reaches_the_caller(tiny_model) -> None:
 
 def test_already_consistent_shot_is_not_adapted(tiny_model, sample_frames) -> None:
     enh = Enhancer(model=str(tiny_model), adapt=False)
-    data = _windows(enh.network.stack, sample_frames)
+    data = _windows(enh.network.adaptation_window, sample_frames)
     cfg = AdaptConfig(steps=5, seconds=120, batch=4, patch=32, min_gain_db=-100)
     state, res = finetune(enh.network.module, data, Degradation(4), 4, replace(cfg, floor_db=-1000.0))
     assert state is None and res.steps == 0 and res.reason.startswith("already consistent")
     state, res = finetune(enh.network.module, data, Degradation(4), 4, cfg)      # below the default floor
     assert state is not None and res.steps == 5
+
+
+def test_input_deblur_restores_the_bicubic_only_input(sample_frames) -> None:
+    # Real frames as ground truth: blurred-then-downsampled footage, filtered in LR by the taps,
+    # comes much closer to the bicubic-only LR the network was trained on.
+    taps = lr_deblur_taps(Degradation(4, blur_sigma=1.6))
+    assert taps is not None and abs(float(taps.sum()) - 1) < 1e-6 and np.allclose(taps, taps[::-1])
+    assert lr_deblur_taps(Degradation(4)) is None
+    assert lr_deblur_taps(Degradation(4, kernel=((0.0, 0.1, 0.0), (0.1, 0.6, 0.1), (0.0, 0.1, 0.0)))) is None
+    for hr in sample_frames[:3]:
+        x = hr[: hr.shape[0] // 4 * 4, : hr.shape[1] // 4 * 4].astype(np.float32)
+        sharp = degrade(x, Degradation(4))
+        blurred = degrade(x, Degradation(4, blur_sigma=1.6))
+        restored = cv2.sepFilter2D(blurred, -1, taps, taps, borderType=cv2.BORDER_REFLECT)
+
+        def rms(a: np.ndarray) -> float:
+            return float(np.sqrt(np.mean((a - sharp)[3:-3, 3:-3] ** 2)))
+        assert rms(restored) < 0.4 * rms(blurred)
+
+
+def test_input_deblur_filters_the_network_input_but_not_the_loss_target(tiny_model, sample_frames) -> None:
+    enh = Enhancer(model=str(tiny_model), blur=1.6, adapt=False)
+    assert enh.network.input_filter is not None
+    assert enh.report()["input_filter"] == pytest.approx(lr_deblur_taps(Degradation(4, blur_sigma=1.6)).tolist())
+    window = sample_frames[:5]
+    data = enh.network.adaptation_window(window)
+    stacked = enh.network.stack(window)
+    assert data.shape == (18, *window[0].shape[:2]) and stacked.dtype == np.float32
+    assert np.array_equal(data[:15], stacked)
+    assert np.array_equal(data[15:], window[2].transpose(2, 0, 1).astype(np.float32))
+    assert not np.allclose(stacked[6:9], data[15:], atol=1.0)          # the input really is filtered
+    hr = enh.network.infer(window)
+    assert np.allclose(hr, enh.network.runtime.run(stacked / 255), atol=1e-6)
+    assert Enhancer(model=str(tiny_model), blur=1.6, adapt=False, input_deblur=False).network.input_filter is None
+    assert Enhancer(model=str(tiny_model), adapt=False).network.input_filter is None

@@ -61,6 +61,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--blur", type=float, default=None, metavar="SIGMA",
                    help="the video is blurred by a Gaussian of this sigma (HR pixels) before downsampling")
     p.add_argument("--kernel", default=None, metavar="K.npy", help="blur kernel of the video, a 2-D .npy array")
+    p.add_argument("--no-input-deblur", dest="input_deblur", action="store_false", default=True,
+                   help="with --blur, do not undo the blur on the LR input before the network "
+                        "(by default it is undone, so the network sees the input it was trained on)")
     p.add_argument("--adapt-every", type=float, default=None, metavar="SECONDS",
                    help="adapt again every SECONDS inside long shots (default: once per shot)")
     p.add_argument("--adapt-steps", type=int, default=None, help="step budget per keyframe")
@@ -212,7 +215,8 @@ def make_enhancer(args: argparse.Namespace):
     return Enhancer(scale=args.scale, model=args.model, adapt=args.adapt, blur=args.blur, kernel=args.kernel,
                     project=args.project, adapt_config=cfg, adapt_every=args.adapt_every,
                     warm_start=args.warm_start, tile=args.tile, providers=args.provider,
-                    adapt_sync=args.adapt_sync, adapt_thread=True if args.adapt_background else None)
+                    adapt_sync=args.adapt_sync, adapt_thread=True if args.adapt_background else None,
+                    input_deblur=args.input_deblur)
 
 
 def write_outputs(args: argparse.Namespace, enhancer) -> None:

@@ -117,6 +117,27 @@ class Degradation:
         return _axis_matrices(self, hr_h, hr_w)
 
 
+def lr_deblur_taps(op: Degradation, nsr: float = 1e-3, radius: int = 5) -> np.ndarray | None:
+    """1-D taps (2*radius+1, summing to 1) that undo A's Gaussian blur in the LR domain, or None.
+
+    Why: a Gaussian of sigma HR pixels before an antialiased downsampling by s is, to first order,
+    a Gaussian of sigma/s LR pixels after it (the two convolutions commute and the antialiased
+    image is nearly band-limited). So blurred footage is `g_{sigma/s} * D x`, and filtering it
+    with the inverse of that small LR Gaussian gives the network `D x`, the bicubic-only input
+    it was trained on. The LR blur is mild (gain 0.45 at Nyquist for sigma 1.6 at x4), so a
+    regularised (Wiener, noise-to-signal `nsr`) inverse is well conditioned; it is applied along
+    each axis. Kernels from files have no such closed form: None, as for no blur.
+    """
+    if op.kernel is not None or op.blur_sigma <= 0:
+        return None
+    sigma_lr = op.blur_sigma / op.scale
+    f = (np.arange(4096) + 0.5) / 4096 - 0.5          # midpoints of one period of the LR spectrum
+    g = np.exp(-2 * np.pi ** 2 * sigma_lr ** 2 * f ** 2)
+    response = g / (g ** 2 + nsr)
+    taps = np.array([np.mean(response * np.cos(2 * np.pi * f * k)) for k in range(-radius, radius + 1)])
+    return (taps / taps.sum()).astype(np.float32)
+
+
 @lru_cache(maxsize=64)
 def _axis_matrices(op: Degradation, hr_h: int, hr_w: int) -> tuple[np.ndarray, np.ndarray]:
     """Cached per operator and frame size: the engine asks for the same ones every frame."""

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from vsrft.adapt import AdaptConfig, AdaptResult, KeyframePolicy, finetune
-from vsrft.degradation import Degradation, project
+from vsrft.degradation import Degradation, lr_deblur_taps, project
 from vsrft.errors import VsrftError
 from vsrft.frame import Frame
 from vsrft.network import Network, as_float_chw, to_uint8, to_uint16
@@ -104,7 +104,10 @@ class Enhancer:
     is on an accelerator and in line when it is on the CPU (on 2 cores the thread saved no wall
     time, halved the fine-tuning's speed and held more memory: docs/adaptation.md).
     `adapt_sync=True` adapts in line with the step budget only (never the clock), so the output
-    is reproducible bit for bit.
+    is reproducible bit for bit. With a Gaussian `blur`, `input_deblur` first undoes its LR
+    equivalent on the input frames (`lr_deblur_taps`), so that the network and its adaptation
+    see the bicubic-only input it was trained on; the loss still compares with the frames as
+    decoded.
 
     State: the current weights, the adaptation reports, the position in the stream.
     """
@@ -115,13 +118,15 @@ class Enhancer:
                  warm_start: bool = False, blend_frames: int = 8, tile: int = 512,
                  providers: list[str] | None = None, threads: int = 0,
                  on_adapt: Callable[[AdaptResult], None] | None = None, adapt_sync: bool = False,
-                 adapt_thread: bool | None = None, lookahead: int = 32) -> None:
+                 adapt_thread: bool | None = None, lookahead: int = 32, input_deblur: bool = True) -> None:
         self.scale = scale
         self.network = Network.load(model, scale, providers=providers, threads=threads, tile=tile)
         if kernel is not None:
             self.degradation = Degradation.from_kernel_file(kernel, scale)
         else:
             self.degradation = Degradation(scale=scale, blur_sigma=float(blur or 0.0))
+        if input_deblur:   # blurred footage becomes the bicubic-only input the network was trained on
+            self.network.input_filter = lr_deblur_taps(self.degradation)
         if project and self.degradation.kernel is not None:
             raise VsrftError("--project needs a Gaussian or no blur; it does not support --kernel")
         self.project = project
@@ -236,7 +241,7 @@ class Enhancer:
         key, self._collecting = self._collecting, None
         if key is None:
             return
-        data = [self.network.stack([f.rgb for f in w.items]) for w in key.windows]
+        data = [self.network.adaptation_window([f.rgb for f in w.items]) for w in key.windows]
         key.windows = []
         known = self.known_adaptations.get(key.index)
         if known is not None:                   # decided before a resumed job was interrupted
@@ -336,6 +341,7 @@ class Enhancer:
                 "degradation": str(self.degradation), "degradation_json": self.degradation.to_json(),
                 "adapt": self.adapt, "adapt_config": self.adapt_config.to_dict(),
                 "adapt_every_s": self.policy.every_s,
+                "input_filter": None if self.network.input_filter is None else self.network.input_filter.tolist(),
                 "adapt_mode": "in line, step budget only" if self.adapt_sync else
                               "background thread" if self.adapt_thread else "in line",
                 "project": self.project, "provider": self.provider,
@@ -351,7 +357,9 @@ class Enhancer:
         module = self.network.module
         module.load_state_dict(self._current)
         meta = {"adapted_from": self.network.info.name, "degradation": str(self.degradation),
-                "degradation_json": self.degradation.to_json(), "reports": [r.to_dict() for r in self.reports]}
+                "degradation_json": self.degradation.to_json(), "reports": [r.to_dict() for r in self.reports],
+                # weights adapted behind the input deblur expect it again: reuse them with the same --blur
+                "input_filter": None if self.network.input_filter is None else self.network.input_filter.tolist()}
         path = folder / f"{self.network.info.name}-adapted.pt"
         checkpoint.save(path, module, self.network.info.config, meta)
         (folder / f"{self.network.info.name}-adapted.onnx").write_bytes(self.network.runtime.proto.SerializeToString())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import onnxruntime as ort
 import torch
@@ -31,6 +32,7 @@ class Network:
     info: ModelInfo
     runtime: Runtime
     scale: int
+    input_filter: np.ndarray | None = None   # 1-D LR taps applied along both axes (`lr_deblur_taps`)
 
     @classmethod
     def load(cls, model: str, scale: int, *, providers: list[str] | None = None, threads: int = 0,
@@ -51,16 +53,28 @@ class Network:
         return self.info.frames
 
     def stack(self, window: list[np.ndarray]) -> np.ndarray:
-        """`frames` RGB uint8 (h, w, 3) arrays -> (3*frames, h, w) uint8, the network's input layout."""
+        """`frames` RGB (h, w, 3) arrays -> (3*frames, h, w), the network's input layout: the same
+        dtype, or float32 on the same scale when there is an `input_filter` (not rounded, not clipped)."""
         if self.frames == 1:
             window = [window[len(window) // 2]]
+        if self.input_filter is not None:
+            k = self.input_filter
+            window = [cv2.sepFilter2D(f.astype(np.float32), -1, k, k, borderType=cv2.BORDER_REFLECT)
+                      for f in window]
         return np.ascontiguousarray(np.concatenate(window, axis=2).transpose(2, 0, 1))
+
+    def adaptation_window(self, window: list[np.ndarray]) -> np.ndarray:
+        """RGB uint8 (h, w, 3) frames -> (3*frames + 3, h, w) float32 on the 0..255 scale: the
+        network's input, then the centre frame as it came (the target of the data-fidelity loss,
+        which must not be the filtered input)."""
+        centre = window[len(window) // 2].astype(np.float32).transpose(2, 0, 1)
+        return np.ascontiguousarray(np.concatenate([self.stack(window).astype(np.float32), centre]))
 
     def infer(self, window: list[np.ndarray], session: ort.InferenceSession | None = None) -> np.ndarray:
         """RGB (h, w, 3) uint8, or uint16 on the 16-bit scale (deep sources) -> (3, s*h, s*w) float32
         at the requested scale."""
         stacked = self.stack(window)
-        stacked = stacked.astype(np.float32) * np.float32(1 / (65535 if stacked.dtype == np.uint16 else 255))
+        stacked = stacked.astype(np.float32) * np.float32(1 / (65535 if window[0].dtype == np.uint16 else 255))
         hr = self.runtime.run(stacked, session)
         return self.resample(hr, window[0].shape[0], window[0].shape[1])
 

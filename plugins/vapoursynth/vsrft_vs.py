@@ -48,6 +48,7 @@ _VALUE_OPTIONS = {"kernel": "--kernel", "adapt_every": "--adapt-every", "adapt_s
                   "save_adapted": "--save-adapted", "tile": "--tile", "provider": "--provider"}
 _FLAG_OPTIONS = {"adapt_sync": "--adapt-sync", "adapt_background": "--adapt-background", "warm_start": "--warm-start",
                  "project": "--project"}
+_OFF_OPTIONS = {"input_deblur": "--no-input-deblur"}     # on by default: the flag turns them off
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,8 @@ def enhance(clip: vs.VideoNode, scale: int = 4, model: str = "vsrft-mse", adapt:
         ahead of requests; the output does not depend on it).
     cache_dir: folder of the output frame cache (default: the system's temporary folder).
     options: more engine options: kernel, adapt_every, adapt_steps, adapt_seconds, adapt_lr,
-        adapt_sync, adapt_background, warm_start, project, report, save_adapted, tile, provider.
+        adapt_sync, adapt_background, input_deblur, warm_start, project, report, save_adapted, tile,
+        provider.
     """
     if not isinstance(clip, vs.VideoNode):
         raise vs.Error("vsrft: clip must be a VapourSynth video clip")
@@ -147,12 +149,15 @@ def enhance(clip: vs.VideoNode, scale: int = 4, model: str = "vsrft-mse", adapt:
         if key in _FLAG_OPTIONS:
             if value:
                 argv.append(_FLAG_OPTIONS[key])
+        elif key in _OFF_OPTIONS:
+            if not value:
+                argv.append(_OFF_OPTIONS[key])
         elif key in _VALUE_OPTIONS:
             for v in (value if isinstance(value, (list, tuple)) else [value]):
                 if v is not None:
                     argv += [_VALUE_OPTIONS[key], str(v)]
         else:
-            raise vs.Error(f"vsrft: unknown option {key!r} (known: {', '.join([*_VALUE_OPTIONS, *_FLAG_OPTIONS])})")
+            raise vs.Error(f"vsrft: unknown option {key!r} (known: {', '.join([*_VALUE_OPTIONS, *_FLAG_OPTIONS, *_OFF_OPTIONS])})")
     if layout.kind != "yuv":
         rate = clip.fps if clip.fps > 0 else Fraction(25)
         argv += ["--size", f"{clip.width}x{clip.height}", "--rate", f"{rate.numerator}/{rate.denominator}"]

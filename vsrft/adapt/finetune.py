@@ -73,13 +73,15 @@ class AdaptResult:
 
 def consistency_loss(module: nn.Module, windows: torch.Tensor, op: Degradation, model_scale: int,
                      cfg: AdaptConfig, reference: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean weighted squared LR error of A R f(windows) vs the centre frames. windows: (N, 15, p, p).
+    """Mean weighted squared LR error of A R f(x) vs y. windows: (N, C + 3, p, p), the network's
+    input x (C channels, e.g. 5 stacked frames) then the LR centre frame y as decoded
+    (`Network.adaptation_window`).
 
     reference: (N, 3, s*p, s*p) output of the starting weights; with `cfg.null_weight` the change
     of the output in A's null space, (I - A^+ A)(f - reference), is penalised: the data cannot
     tell those components, so the fit must not invent them."""
-    y = windows[:, 6:9]
-    hr = module(windows)
+    y = windows[:, -3:]
+    hr = module(windows[:, :-3])
     p = windows.shape[-1]
     if op.scale != model_scale:
         hr = resize_torch(hr, op.scale * windows.shape[-2], op.scale * p)
@@ -114,7 +116,8 @@ def _psnr(mse: float) -> float:
 
 
 def sample_crops(windows: list[np.ndarray], count: int, size: int, rng: np.random.Generator) -> torch.Tensor:
-    """count random (C, size, size) float crops in [0, 1] from (C, h, w) uint8 windows (size clipped)."""
+    """count random (C, size, size) float crops in [0, 1] from (C, h, w) windows on the 0..255 scale
+    (size clipped)."""
     c, h, w = windows[0].shape
     sh, sw = min(size, h), min(size, w)
     out = np.empty((count, c, sh, sw), np.float32)
@@ -139,7 +142,8 @@ def _trainable(module: nn.Module, layers: str) -> list[nn.Parameter]:
 def finetune(module: nn.Module, windows: list[np.ndarray], op: Degradation, model_scale: int,
              cfg: AdaptConfig, frame_index: int = 0, time_s: float | None = None
              ) -> tuple[dict[str, torch.Tensor] | None, AdaptResult]:
-    """Fine-tune a copy of `module` on LR windows (each (15, h, w) uint8, frames stacked on channels).
+    """Fine-tune a copy of `module` on LR windows (each (C + 3, h, w) on the 0..255 scale: the
+    network's input, then the centre frame the loss compares with; `Network.adaptation_window`).
 
     Returns (new state dict or None when rejected, report). `module` itself is not changed.
     """
@@ -187,7 +191,7 @@ def finetune(module: nn.Module, windows: list[np.ndarray], op: Degradation, mode
         reference = None
         if cfg.null_weight:
             with torch.no_grad():
-                reference = reference_net(batch)
+                reference = reference_net(batch[:, :-3])
                 if op.scale != model_scale:
                     reference = resize_torch(reference, op.scale * batch.shape[-2], op.scale * batch.shape[-1])
         loss = consistency_loss(net, batch, op, model_scale, cfg, reference)

@@ -203,6 +203,8 @@ class Vsrft(Gst.Element):
                           0.0, 1e9, 0.0, _RW),
         "adapt-sync": (bool, "Adapt sync", "Adapt in line with the step budget only: reproducible output",
                        False, _RW),
+        "input-deblur": (bool, "Input deblur", "With blur, undo it on the LR input before the network",
+                         True, _RW),
         "adapt-background": (bool, "Adapt in the background", "Adapt in a background thread while the previous "
                              "shot is inferred (default only when inference runs on a GPU)", False, _RW),
         "warm-start": (bool, "Warm start", "Start each shot's adaptation from the previous shot's weights",
@@ -281,7 +283,8 @@ class Vsrft(Gst.Element):
         providers = [s.strip() for s in (p["provider"] or "").split(",") if s.strip()] or None
         options = {"scale": p["scale"], "model": p["model"], "adapt": p["adapt"], "blur": p["blur"], "kernel": kernel,
                    "project": p["project"], "adapt_config": cfg, "adapt_every": p["adapt-every"] or None,
-                   "warm_start": p["warm-start"], "tile": p["tile"], "providers": providers, "threads": p["threads"]}
+                   "warm_start": p["warm-start"], "tile": p["tile"], "providers": providers, "threads": p["threads"],
+                   "input_deblur": p["input-deblur"]}
         if p["adapt-sync"]:
             options["adapt_sync"] = True
         elif p["adapt-background"]:
