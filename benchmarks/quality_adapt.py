@@ -167,9 +167,12 @@ def main() -> None:
     for name, kind in (("steps", int), ("patch", int), ("lr", float), ("layers", str), ("anchor", float),
                        ("min-gain", float), ("optimizer", str), ("loss", str), ("null-weight", float)):
         ap.add_argument(f"--{name}", type=kind, default=None)
+    ap.add_argument("--adapt-frames", type=int, default=None, help="windows held back per keyframe")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     cfg = AdaptConfig()
+    if args.adapt_frames is not None:
+        cfg.frames = args.adapt_frames
     for k in ("steps", "patch", "lr", "layers", "anchor", "optimizer", "loss", "null_weight"):
         if getattr(args, k) is not None:
             setattr(cfg, k, getattr(args, k))
