@@ -43,6 +43,12 @@ CASES = {
     "matched": ("vsrft-mse", 4, 0.0, None),
     "x2": ("vsrft-mse", 2, 0.0, None),
 }
+EXTRA_CASES = {   # not run by default: `--cases blur-x2 blur-x3 blur-told-1.2 blur-told-2.0`
+    "blur-x2": ("vsrft-mse", 2, 1.0, 1.0),
+    "blur-x3": ("vsrft-mse", 3, 1.2, 1.2),
+    "blur-told-1.2": ("vsrft-mse", 4, 1.6, 1.2),     # the user's sigma is wrong
+    "blur-told-2.0": ("vsrft-mse", 4, 1.6, 2.0),
+}
 METHODS = ("bicubic", "base", "projection", "input deblur", "input deblur+projection", "adapted", "adapted+projection")
 # "base" and "projection" are the network as trained, told nothing of the blur (plus the exact
 # projection on the true A); "input deblur" is `--blur S --no-adapt` (the LR input filtered by
@@ -156,7 +162,7 @@ def switch_flicker(seqs: list[EvalSequence], model: str, cfg: AdaptConfig, folde
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=[*CASES, *EXTRA_CASES])
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--photos", default="/work/data/photos", help="folder whose held-out photos make sequences")
     ap.add_argument("--quick", action="store_true", help="2 photo sequences of 12 frames, no clips")
@@ -189,7 +195,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vsrft-quality-") as tmp:
         folder = Path(tmp)
         for case in args.cases:
-            model, scale, footage_blur, told_blur = CASES[case]
+            model, scale, footage_blur, told_blur = {**CASES, **EXTRA_CASES}[case]
             model = args.model or model
             op = Degradation(scale=scale, blur_sigma=footage_blur)
             per_method: dict[str, list[dict]] = {m: [] for m in methods
