@@ -403,7 +403,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     n = args.frame if args.frame is not None else len(lr) // 2
     if not 0 <= n < len(lr):
         raise VsrftError(f"--frame {n} is outside the clip's {len(lr)} frames")
-    args_base = argparse.Namespace(**{**vars(args), "adapt": False, "report": None, "save_adapted": None})
+    # the network as trained: not adapted, and told nothing of the blur (no input deblur either)
+    args_base = argparse.Namespace(**{**vars(args), "adapt": False, "input_deblur": False, "report": None,
+                                      "save_adapted": None})
     base = list(make_enhancer(args_base).process(lr))
     adapted_enh: Enhancer = make_enhancer(args)
     adapted = list(adapted_enh.process(lr))
@@ -415,8 +417,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         box = tuple(int(v) for v in args.crop.split(","))
     else:
         box = compare.detailed_box(base[n])
-    panels = [("input (nearest)", nearest), ("bicubic", bicubic[n]), ("base network", base[n]),
-              ("adapted" if args.adapt else "network", adapted[n])]
+    label = " + ".join([*(["input deblur"] if adapted_enh.network.input_filter is not None else []),
+                        *(["adapted"] if args.adapt else [])]) or "network"
+    panels = [("input (nearest)", nearest), ("bicubic", bicubic[n]), ("base network", base[n]), (label, adapted[n])]
     if args.reference:
         ref = read_all(args.reference)
         if len(ref) != len(lr) or ref[n].shape != base[n].shape:
