@@ -30,10 +30,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vsrft.adapt import AdaptConfig  # noqa: E402
+from vsrft.adapt import MODEL_DEFAULTS, AdaptConfig  # noqa: E402
 from vsrft.degradation import Degradation  # noqa: E402
 from vsrft.engine import Enhancer  # noqa: E402
-from vsrft.evaluation import EvalSequence, bicubic_sequence, evaluate, heldout_sequences  # noqa: E402
+from vsrft.evaluation import EvalSequence, bicubic_sequence, evaluate, heldout_sequences, photo_sequences  # noqa: E402
 from vsrft.io.frames import read_all  # noqa: E402
 
 # case: (model, scale, blur sigma of the footage, blur the user tells vsrft)
@@ -174,22 +174,27 @@ def main() -> None:
                        ("min-gain", float), ("optimizer", str), ("loss", str), ("null-weight", float)):
         ap.add_argument(f"--{name}", type=kind, default=None)
     ap.add_argument("--adapt-frames", type=int, default=None, help="windows held back per keyframe")
+    ap.add_argument("--second-set", action="store_true",
+                    help="validation: the next 8 held-out photo sequences instead (no clips), to check a "
+                         "setting chosen on the default set")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    cfg = AdaptConfig()
+    overrides = {k: getattr(args, k) for k in ("steps", "patch", "lr", "layers", "anchor", "optimizer", "loss",
+                                               "null_weight") if getattr(args, k) is not None}
     if args.adapt_frames is not None:
-        cfg.frames = args.adapt_frames
-    for k in ("steps", "patch", "lr", "layers", "anchor", "optimizer", "loss", "null_weight"):
-        if getattr(args, k) is not None:
-            setattr(cfg, k, getattr(args, k))
+        overrides["frames"] = args.adapt_frames
     if args.min_gain is not None:
-        cfg.min_gain_db = args.min_gain
+        overrides["min_gain_db"] = args.min_gain
     t_start = time.perf_counter()
     frames = 12 if args.quick else args.frames
-    seqs = heldout_sequences([args.photos], photos=2 if args.quick else 5, photo_frames=frames,
-                             clips=not args.quick, clip_frames=frames)
+    if args.second_set:
+        seqs = photo_sequences([args.photos], count=13, frames=frames)[5:]
+    else:
+        seqs = heldout_sequences([args.photos], photos=2 if args.quick else 5, photo_frames=frames,
+                                 clips=not args.quick, clip_frames=frames)
     print(f"# Adaptation quality, {len(seqs)} held-out sequences of {frames} frames: {', '.join(s.name for s in seqs)}")
-    print(f"adapt config: {cfg.to_dict()}\n")
+    print(f"adapt config: {AdaptConfig.for_model('vsrft-mse', **overrides).to_dict()} "
+          f"(vsrft-mse; model defaults: {MODEL_DEFAULTS})\n")
     results: dict = {}
     methods = tuple(args.methods)
     with tempfile.TemporaryDirectory(prefix="vsrft-quality-") as tmp:
@@ -197,6 +202,7 @@ def main() -> None:
         for case in args.cases:
             model, scale, footage_blur, told_blur = {**CASES, **EXTRA_CASES}[case]
             model = args.model or model
+            cfg = AdaptConfig.for_model(model, **overrides)
             op = Degradation(scale=scale, blur_sigma=footage_blur)
             per_method: dict[str, list[dict]] = {m: [] for m in methods
                                                  if told_blur or m not in DEBLUR_METHODS}
@@ -211,7 +217,8 @@ def main() -> None:
                              "per_sequence": per_seq} for method, per_seq in per_method.items()}
             results[case] = rows
             print(f"## {case}: {model}, footage {op} (made by `vsrft degrade`), x{scale}"
-                  + (f", --blur {told_blur}" if told_blur else ""))
+                  + (f", --blur {told_blur}" if told_blur else "")
+                  + (f"; {model}'s adaptation defaults {MODEL_DEFAULTS[model]}" if model in MODEL_DEFAULTS else ""))
             print("\n| method | Y-PSNR | SSIM | LPIPS | tOF | seconds (all sequences) |\n|---|---|---|---|---|---|")
             for method, r in rows.items():
                 m = r["mean"]
@@ -240,7 +247,8 @@ def main() -> None:
             print("## weight change inside a shot (blur case, --adapt-every half the sequence; tMSE per frame "
                   "pair against the ground truth, mean over sequences)\n")
             print("| weights | pair (s-1, s) | worst pair of s..s+8 | mean of pairs s..s+8 |\n|---|---|---|---|")
-            print("\n".join(switch_flicker(seqs, "vsrft-mse", cfg, folder)) + "\n")
+            print("\n".join(switch_flicker(seqs, "vsrft-mse", AdaptConfig.for_model("vsrft-mse", **overrides),
+                                            folder)) + "\n")
     print(f"total {time.perf_counter() - t_start:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=lambda o: None if isinstance(o, float) and math.isnan(o) else str(o)))

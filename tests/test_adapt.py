@@ -224,3 +224,15 @@ def test_input_deblur_filters_the_network_input_but_not_the_loss_target(tiny_mod
     assert np.allclose(hr, enh.network.runtime.run(stacked / 255), atol=1e-6)
     assert Enhancer(model=str(tiny_model), blur=1.6, adapt=False, input_deblur=False).network.input_filter is None
     assert Enhancer(model=str(tiny_model), adapt=False).network.input_filter is None
+
+
+def test_models_bring_their_adaptation_defaults_and_the_caller_overrides_them() -> None:
+    gan = Enhancer(model="vsrft-gan", adapt=True)
+    assert (gan.adapt_config.layers, gan.adapt_config.lr) == ("body", 3e-4)
+    mse = Enhancer(model="vsrft-mse", adapt=True)
+    assert (mse.adapt_config.layers, mse.adapt_config.lr) == ("upsample", 1e-3)
+    told = Enhancer(model="vsrft-gan", adapt=True, adapt_config={"lr": 1e-4, "steps": 7})
+    assert (told.adapt_config.layers, told.adapt_config.lr, told.adapt_config.steps) == ("body", 1e-4, 7)
+    explicit = Enhancer(model="vsrft-gan", adapt=True, adapt_config=AdaptConfig(steps=3))
+    assert explicit.adapt_config.layers == "upsample"          # a full config is taken as given
+    assert gan.report()["adapt_config"]["layers"] == "body"

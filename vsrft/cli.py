@@ -194,13 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_enhancer(args: argparse.Namespace):
     """The Enhancer every frame-processing subcommand shares, built from the common options."""
-    from vsrft.adapt import AdaptConfig
     from vsrft.engine import Enhancer
 
-    cfg = AdaptConfig()
-    for name, value in (("steps", args.adapt_steps), ("seconds", args.adapt_seconds), ("lr", args.adapt_lr)):
-        if value is not None:
-            setattr(cfg, name, value)
+    # overrides of the model's adaptation defaults (`AdaptConfig.for_model`)
+    cfg = {name: value for name, value in (("steps", args.adapt_steps), ("seconds", args.adapt_seconds),
+                                           ("lr", args.adapt_lr)) if value is not None}
     if args.adapt_sync and args.adapt_background:
         raise VsrftError("--adapt-sync adapts in line: it cannot be combined with --adapt-background")
     if args.blur is not None and args.blur < 0:

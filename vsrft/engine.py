@@ -114,7 +114,7 @@ class Enhancer:
 
     def __init__(self, scale: int = 4, model: str = DEFAULT_MODEL, adapt: bool = True,
                  blur: float | None = None, *, kernel: str | None = None, project: bool = False,
-                 adapt_config: AdaptConfig | None = None, adapt_every: float | None = None,
+                 adapt_config: AdaptConfig | dict[str, Any] | None = None, adapt_every: float | None = None,
                  warm_start: bool = False, blend_frames: int = 8, tile: int = 512,
                  providers: list[str] | None = None, threads: int = 0,
                  on_adapt: Callable[[AdaptResult], None] | None = None, adapt_sync: bool = False,
@@ -131,7 +131,10 @@ class Enhancer:
             raise VsrftError("--project needs a Gaussian or no blur; it does not support --kernel")
         self.project = project
         self.adapt = adapt
-        self.adapt_config = adapt_config or AdaptConfig()
+        if not isinstance(adapt_config, AdaptConfig):   # the model's defaults, then these overrides
+            info = self.network.info
+            adapt_config = AdaptConfig.for_model(info.meta.get("adapted_from", info.name), **(adapt_config or {}))
+        self.adapt_config = adapt_config
         self.policy = KeyframePolicy(every_s=adapt_every)
         self.warm_start = warm_start
         self.blend_frames = blend_frames

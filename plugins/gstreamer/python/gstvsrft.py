@@ -269,14 +269,12 @@ class Vsrft(Gst.Element):
         if self._engine is None:
             self._engine = _import_vsrft()
             _route_logging()
-        from vsrft.adapt import AdaptConfig
-
         p = self._props
-        cfg = AdaptConfig()
+        cfg = {}                    # overrides of the model's adaptation defaults
         if p["adapt-steps"]:
-            cfg.steps = p["adapt-steps"]
+            cfg["steps"] = p["adapt-steps"]
         if p["adapt-seconds"]:
-            cfg.seconds = p["adapt-seconds"]
+            cfg["seconds"] = p["adapt-seconds"]
         kernel = p["kernel"] or None
         if kernel is not None and not Path(kernel).is_file():
             raise self._engine.VsrftError(f"kernel file not found: {kernel}")
