@@ -7,7 +7,8 @@ adaptation can differentiate through exactly what the runtime computes.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -33,6 +34,9 @@ class Network:
     runtime: Runtime
     scale: int
     input_filter: np.ndarray | None = None   # 1-D LR taps applied along both axes (`lr_deblur_taps`)
+    # (source frame, filtered frame) of the last few frames: a frame sits in 5 consecutive windows,
+    # so it is filtered once, not once per window (the source is held, so `is` cannot mistake it)
+    _filtered: deque[tuple[np.ndarray, np.ndarray]] = field(default_factory=lambda: deque(maxlen=8), repr=False)
 
     @classmethod
     def load(cls, model: str, scale: int, *, providers: list[str] | None = None, threads: int = 0,
@@ -58,10 +62,17 @@ class Network:
         if self.frames == 1:
             window = [window[len(window) // 2]]
         if self.input_filter is not None:
-            k = self.input_filter
-            window = [cv2.sepFilter2D(f.astype(np.float32), -1, k, k, borderType=cv2.BORDER_REFLECT)
-                      for f in window]
+            window = [self._filter(f) for f in window]
         return np.ascontiguousarray(np.concatenate(window, axis=2).transpose(2, 0, 1))
+
+    def _filter(self, frame: np.ndarray) -> np.ndarray:
+        for source, filtered in self._filtered:
+            if source is frame:
+                return filtered
+        k = self.input_filter
+        filtered = cv2.sepFilter2D(frame.astype(np.float32), -1, k, k, borderType=cv2.BORDER_REFLECT)
+        self._filtered.append((frame, filtered))
+        return filtered
 
     def adaptation_window(self, window: list[np.ndarray]) -> np.ndarray:
         """RGB uint8 (h, w, 3) frames -> (3*frames + 3, h, w) float32 on the 0..255 scale: the
