@@ -24,6 +24,7 @@ import time
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 import numpy as np
@@ -36,18 +37,30 @@ from vsrft.engine import Enhancer  # noqa: E402
 from vsrft.evaluation import EvalSequence, bicubic_sequence, evaluate, heldout_sequences, photo_sequences  # noqa: E402
 from vsrft.io.frames import read_all  # noqa: E402
 
-# case: (model, scale, blur sigma of the footage, blur the user tells vsrft)
+
+class Case(NamedTuple):
+    model: str
+    scale: int
+    footage_blur: float           # Gaussian sigma (HR pixels) that made the footage
+    told_blur: float | None       # what the user tells vsrft (`--blur`)
+    crf: float = 0                # x264 rate factor of the footage: 0 lossless yuv444p, else yuv420p
+
+
 CASES = {
-    "gan": ("vsrft-gan", 4, 0.0, None),
-    "blur": ("vsrft-mse", 4, 1.6, 1.6),
-    "matched": ("vsrft-mse", 4, 0.0, None),
-    "x2": ("vsrft-mse", 2, 0.0, None),
+    "gan": Case("vsrft-gan", 4, 0.0, None),
+    "blur": Case("vsrft-mse", 4, 1.6, 1.6),
+    "matched": Case("vsrft-mse", 4, 0.0, None),
+    "x2": Case("vsrft-mse", 2, 0.0, None),
 }
-EXTRA_CASES = {   # not run by default: `--cases blur-x2 blur-x3 blur-told-1.2 blur-told-2.0`
-    "blur-x2": ("vsrft-mse", 2, 1.0, 1.0),
-    "blur-x3": ("vsrft-mse", 3, 1.2, 1.2),
-    "blur-told-1.2": ("vsrft-mse", 4, 1.6, 1.2),     # the user's sigma is wrong
-    "blur-told-2.0": ("vsrft-mse", 4, 1.6, 2.0),
+EXTRA_CASES = {   # not run by default: `--cases blur-x2 ...`
+    "blur-x2": Case("vsrft-mse", 2, 1.0, 1.0),
+    "blur-x3": Case("vsrft-mse", 3, 1.2, 1.2),
+    "blur-told-1.2": Case("vsrft-mse", 4, 1.6, 1.2),     # the user's sigma is wrong
+    "blur-told-2.0": Case("vsrft-mse", 4, 1.6, 2.0),
+    # compressed footage, as delivered video is: `vsrft degrade --crf 23 --pix-fmt yuv420p`
+    "gan-crf23": Case("vsrft-gan", 4, 0.0, None, 23),
+    "blur-crf23": Case("vsrft-mse", 4, 1.6, 1.6, 23),
+    "matched-crf23": Case("vsrft-mse", 4, 0.0, None, 23),
 }
 METHODS = ("bicubic", "base", "projection", "input deblur", "input deblur+projection", "adapted", "adapted+projection")
 # "base" and "projection" are the network as trained, told nothing of the blur (plus the exact
@@ -73,26 +86,28 @@ def write_ground_truth(frames: list[np.ndarray], path: Path, rate: int = 24) -> 
             c.mux(p)
 
 
-def degrade_with_cli(gt: Path, lr: Path, scale: int, blur: float) -> None:
+def degrade_with_cli(gt: Path, lr: Path, scale: int, blur: float, crf: float = 0) -> None:
     cmd = [sys.executable, "-m", "vsrft", "degrade", str(gt), str(lr), "--scale", str(scale)]
     if blur:
         cmd += ["--blur", str(blur)]
+    if crf:
+        cmd += ["--crf", str(crf), "--pix-fmt", "yuv420p"]
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode:
         raise SystemExit(f"vsrft degrade failed: {run.stderr.strip()}")
 
 
-def footage(seqs: list[EvalSequence], scale: int, blur: float, folder: Path) -> list[tuple[list, list]]:
-    """(ground truth, LR) frame lists per sequence, the LR made by `vsrft degrade`."""
+def footage(seqs: list[EvalSequence], scale: int, blur: float, folder: Path, crf: float = 0) -> list[tuple[list, list]]:
+    """(ground truth, LR) frame lists per sequence, the LR made by `vsrft degrade` (lossless unless `crf`)."""
     out = []
     for i, seq in enumerate(seqs):
         gt_path = folder / f"gt{i}_x{scale}.mkv"
         if not gt_path.exists():
             write_ground_truth([f[: f.shape[0] // scale * scale, : f.shape[1] // scale * scale] for f in seq.frames],
                                gt_path)
-        lr_path = folder / f"lr{i}_x{scale}_b{blur}.mkv"
+        lr_path = folder / f"lr{i}_x{scale}_b{blur}_crf{crf:g}.mkv"
         if not lr_path.exists():
-            degrade_with_cli(gt_path, lr_path, scale, blur)
+            degrade_with_cli(gt_path, lr_path, scale, blur, crf)
         out.append((read_all(gt_path), read_all(lr_path)))
     return out
 
@@ -174,6 +189,8 @@ def main() -> None:
                        ("min-gain", float), ("optimizer", str), ("loss", str), ("null-weight", float)):
         ap.add_argument(f"--{name}", type=kind, default=None)
     ap.add_argument("--adapt-frames", type=int, default=None, help="windows held back per keyframe")
+    ap.add_argument("--floor-db", type=float, default=None,
+                    help="LR consistency (dB) at or above which a shot is not fine-tuned")
     ap.add_argument("--second-set", action="store_true",
                     help="validation: the next 8 held-out photo sequences instead (no clips), to check a "
                          "setting chosen on the default set")
@@ -185,6 +202,8 @@ def main() -> None:
         overrides["frames"] = args.adapt_frames
     if args.min_gain is not None:
         overrides["min_gain_db"] = args.min_gain
+    if args.floor_db is not None:
+        overrides["floor_db"] = args.floor_db
     t_start = time.perf_counter()
     frames = 12 if args.quick else args.frames
     if args.second_set:
@@ -200,13 +219,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vsrft-quality-") as tmp:
         folder = Path(tmp)
         for case in args.cases:
-            model, scale, footage_blur, told_blur = {**CASES, **EXTRA_CASES}[case]
+            model, scale, footage_blur, told_blur, crf = {**CASES, **EXTRA_CASES}[case]
             model = args.model or model
             cfg = AdaptConfig.for_model(model, **overrides)
             op = Degradation(scale=scale, blur_sigma=footage_blur)
             per_method: dict[str, list[dict]] = {m: [] for m in methods
                                                  if told_blur or m not in DEBLUR_METHODS}
-            for seq, (gt, lr) in zip(seqs, footage(seqs, scale, footage_blur, folder)):
+            for seq, (gt, lr) in zip(seqs, footage(seqs, scale, footage_blur, folder, crf)):
                 outs = run_sequence(lr, model, scale, told_blur, cfg, methods)
                 for method in per_method:
                     out, secs, reports = outs[method]
@@ -216,7 +235,8 @@ def main() -> None:
             rows = {method: {"mean": {k: float(np.mean([p[k] for p in per_seq])) for k in METRICS},
                              "per_sequence": per_seq} for method, per_seq in per_method.items()}
             results[case] = rows
-            print(f"## {case}: {model}, footage {op} (made by `vsrft degrade`), x{scale}"
+            print(f"## {case}: {model}, footage {op} (made by `vsrft degrade`"
+                  + (f" --crf {crf:g} --pix-fmt yuv420p" if crf else "") + f"), x{scale}"
                   + (f", --blur {told_blur}" if told_blur else "")
                   + (f"; {model}'s adaptation defaults {MODEL_DEFAULTS[model]}" if model in MODEL_DEFAULTS else ""))
             print("\n| method | Y-PSNR | SSIM | LPIPS | tOF | seconds (all sequences) |\n|---|---|---|---|---|---|")
