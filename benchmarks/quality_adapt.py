@@ -5,6 +5,7 @@ engine's operator, then lossless x264 in yuv444p) from ground truth
 written losslessly (FFV1, RGB), and read back through the engine's decoder.
 
     python benchmarks/quality_adapt.py [--cases gan blur matched x2] [--json out.json] [--quick]
+    python benchmarks/quality_adapt.py --cases gan-crf23 blur-crf23 matched-crf23   # compressed footage
 
 Every run is `--adapt-sync` (in line, step budget only), so it is deterministic. Each sequence is
 one shot, so "adapted + projection" reuses the "adapted" run's weights (one adaptation per
