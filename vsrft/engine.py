@@ -338,13 +338,17 @@ class Enhancer:
         self.stats.frames += 1
         return centre.with_pixels(out, None if centre.rgb16 is None else to_uint16(hr))
 
+    def _input_filter_taps(self) -> list[float] | None:
+        """The input deblur's taps as recorded in reports and saved checkpoints."""
+        return None if self.network.input_filter is None else self.network.input_filter.tolist()
+
     def report(self) -> dict:
         """Everything a --report file holds: settings, every adaptation decision, stage times."""
         return {"model": self.network.info.name, "model_config": self.network.info.config, "scale": self.scale,
                 "degradation": str(self.degradation), "degradation_json": self.degradation.to_json(),
                 "adapt": self.adapt, "adapt_config": self.adapt_config.to_dict(),
                 "adapt_every_s": self.policy.every_s,
-                "input_filter": None if self.network.input_filter is None else self.network.input_filter.tolist(),
+                "input_filter": self._input_filter_taps(),
                 "adapt_mode": "in line, step budget only" if self.adapt_sync else
                               "background thread" if self.adapt_thread else "in line",
                 "project": self.project, "provider": self.provider,
@@ -362,7 +366,7 @@ class Enhancer:
         meta = {"adapted_from": self.network.info.name, "degradation": str(self.degradation),
                 "degradation_json": self.degradation.to_json(), "reports": [r.to_dict() for r in self.reports],
                 # weights adapted behind the input deblur expect it again: reuse them with the same --blur
-                "input_filter": None if self.network.input_filter is None else self.network.input_filter.tolist()}
+                "input_filter": self._input_filter_taps()}
         path = folder / f"{self.network.info.name}-adapted.pt"
         checkpoint.save(path, module, self.network.info.config, meta)
         (folder / f"{self.network.info.name}-adapted.onnx").write_bytes(self.network.runtime.proto.SerializeToString())
