@@ -187,8 +187,11 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--model", default=None, help="override the case's model")
     for name, kind in (("steps", int), ("patch", int), ("lr", float), ("layers", str), ("anchor", float),
-                       ("min-gain", float), ("optimizer", str), ("loss", str), ("null-weight", float)):
+                       ("min-gain", float), ("optimizer", str), ("loss", str), ("null-weight", float),
+                       ("align-tolerance", float), ("neighbours-per-crop", int)):
         ap.add_argument(f"--{name}", type=kind, default=None)
+    ap.add_argument("--neighbours", choices=("on", "off"), default=None,
+                    help="the multi-frame loss (the output must also explain the window's other frames)")
     ap.add_argument("--adapt-frames", type=int, default=None, help="windows held back per keyframe")
     ap.add_argument("--floor-db", type=float, default=None,
                     help="LR consistency (dB) at or above which a shot is not fine-tuned")
@@ -198,7 +201,9 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     overrides = {k: getattr(args, k) for k in ("steps", "patch", "lr", "layers", "anchor", "optimizer", "loss",
-                                               "null_weight") if getattr(args, k) is not None}
+                                               "null_weight", "align_tolerance", "neighbours_per_crop") if getattr(args, k) is not None}
+    if args.neighbours is not None:
+        overrides["neighbours"] = args.neighbours == "on"
     if args.adapt_frames is not None:
         overrides["frames"] = args.adapt_frames
     if args.min_gain is not None:

@@ -12,9 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from helpers import SAMPLE, decoded_rgb, vsrft
-from vsrft.adapt import AdaptConfig, finetune
+from vsrft.adapt import AdaptConfig, TrainingWindow, finetune
+from vsrft.adapt.finetune import consistency_loss, sample_crops
 from vsrft.degradation import (Degradation, degrade, degrade_torch, gaussian_matrix, lr_deblur_taps, project,
                                resize)
+from vsrft.cli import build_parser, make_enhancer
 from vsrft.engine import Enhancer
 
 
@@ -81,6 +83,24 @@ def test_loss_falls_on_a_real_clip(tiny_model, sample_frames) -> None:
     assert res.accepted and state is not None
 
 
+def test_multi_frame_loss_falls_and_sees_the_neighbours(tiny_model, sample_frames) -> None:
+    enh = Enhancer(model=str(tiny_model), adapt=False)
+    pad = [sample_frames[0]] * 2 + sample_frames + [sample_frames[-1]] * 2
+    frames = [pad[i:i + 5] for i in range(len(sample_frames))]
+    data = [TrainingWindow.from_frames(enh.network.adaptation_window(f), f, neighbours=True) for f in frames]
+    assert all(w.neighbours is not None and len(w.neighbours) >= 2 for w in data[2:-2])   # the camera pans
+    cfg = AdaptConfig(steps=25, seconds=120, lr=1e-3, batch=4, patch=32, min_gain_db=0.0, neighbours=True)
+    state, res = finetune(enh.network.module, data, Degradation(4), 4, cfg)
+    assert res.steps == 25 and np.mean(res.losses[-5:]) < np.mean(res.losses[:5])
+    assert res.accepted and state is not None and res.aligned_neighbours >= 2 * (len(data) - 4)
+    # the neighbours' terms are in the loss: it differs from the centre-only loss on the same crops
+    batch = sample_crops(data, 4, 32, np.random.default_rng(0), 4)
+    with torch.no_grad():
+        both = consistency_loss(enh.network.module, batch, Degradation(4), 4, cfg).item()
+        centre = consistency_loss(enh.network.module, batch, Degradation(4), 4, replace(cfg, neighbours=False)).item()
+    assert both != pytest.approx(centre, rel=1e-3)
+
+
 def test_diverging_learning_rate_is_caught_and_reverted(tiny_model, sample_frames) -> None:
     enh = Enhancer(model=str(tiny_model), adapt=True,
                    adapt_config=AdaptConfig(steps=15, seconds=120, lr=50.0, optimizer="sgd", batch=4, patch=32))
@@ -119,9 +139,11 @@ def test_cli_report_and_saved_weights(tiny_model, tmp_path) -> None:
     assert r["frames"] == 144 and r["adapt"] is True
     assert len(r["keyframes"]) == r["cuts"] + 1 >= 3          # one adaptation per shot
     for k in r["keyframes"]:
-        for key in ("frame_index", "steps", "seconds", "lr_psnr_before", "lr_psnr_after", "accepted", "reason"):
+        for key in ("frame_index", "steps", "seconds", "lr_psnr_before", "lr_psnr_after", "accepted", "reason",
+                    "aligned_neighbours"):
             assert key in k
         assert k["steps"] <= 3 and not math.isnan(k["heldout_psnr_before"])
+    assert r["adapt_config"]["neighbours"] is True and any(k["aligned_neighbours"] > 0 for k in r["keyframes"])
     ckpt = next(saved.glob("*.pt"))
     again = vsrft("enhance", SAMPLE, tmp_path / "o2.mkv", "--model", ckpt, "--no-adapt", "--codec", "ffv1", "-q")
     assert again.returncode == 0, again.stderr
@@ -236,3 +258,6 @@ def test_models_bring_their_adaptation_defaults_and_the_caller_overrides_them() 
     explicit = Enhancer(model="vsrft-gan", adapt=True, adapt_config=AdaptConfig(steps=3))
     assert explicit.adapt_config.layers == "upsample"          # a full config is taken as given
     assert gan.report()["adapt_config"]["layers"] == "body"
+    args = build_parser().parse_args(["enhance", "in.mp4", "out.mp4", "--model", "vsrft-gan", "--single-frame-loss"])
+    single = make_enhancer(args)
+    assert (single.adapt_config.neighbours, single.adapt_config.layers) == (False, "body")

@@ -69,6 +69,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapt-steps", type=int, default=None, help="step budget per keyframe")
     p.add_argument("--adapt-seconds", type=float, default=None, help="time budget per keyframe")
     p.add_argument("--adapt-lr", type=float, default=None, help="fine-tuning learning rate")
+    p.add_argument("--single-frame-loss", dest="multi_frame_loss", action="store_false", default=True,
+                   help="fit each output to its own LR frame only (by default it must also explain the "
+                        "neighbouring frames where they align under a global motion)")
     p.add_argument("--adapt-sync", action="store_true",
                    help="adapt in line, with the step budget only: reproducible output")
     p.add_argument("--adapt-background", action="store_true",
@@ -199,6 +202,8 @@ def make_enhancer(args: argparse.Namespace):
     # overrides of the model's adaptation defaults (`AdaptConfig.for_model`)
     cfg = {name: value for name, value in (("steps", args.adapt_steps), ("seconds", args.adapt_seconds),
                                            ("lr", args.adapt_lr)) if value is not None}
+    if not args.multi_frame_loss:
+        cfg["neighbours"] = False
     if args.adapt_sync and args.adapt_background:
         raise VsrftError("--adapt-sync adapts in line: it cannot be combined with --adapt-background")
     if args.blur is not None and args.blur < 0:

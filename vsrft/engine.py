@@ -24,7 +24,7 @@ import numpy as np
 
 import torch
 
-from vsrft.adapt import AdaptConfig, AdaptResult, KeyframePolicy, finetune
+from vsrft.adapt import AdaptConfig, AdaptResult, KeyframePolicy, TrainingWindow, finetune
 from vsrft.degradation import Degradation, lr_deblur_taps, project
 from vsrft.errors import VsrftError
 from vsrft.frame import Frame
@@ -244,7 +244,10 @@ class Enhancer:
         key, self._collecting = self._collecting, None
         if key is None:
             return
-        data = [self.network.adaptation_window([f.rgb for f in w.items]) for w in key.windows]
+        # the network's input is stacked here (its filter cache is not shared across threads);
+        # the neighbours' motion is estimated in the adaptation job
+        data = [(self.network.adaptation_window(frames), frames)
+                for frames in ([f.rgb for f in w.items] for w in key.windows)]
         key.windows = []
         known = self.known_adaptations.get(key.index)
         if known is not None:                   # decided before a resumed job was interrupted
@@ -263,7 +266,7 @@ class Enhancer:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vsrft-adapt")
             key.future = self._pool.submit(self._adapt_job, key, data)
 
-    def _adapt_job(self, key: _Keyframe, data: list[np.ndarray]) -> None:
+    def _adapt_job(self, key: _Keyframe, data: list[tuple[np.ndarray, list[np.ndarray]]]) -> None:
         """Runs in the adaptation thread (or in line with --adapt-sync). Jobs run one at a time, in
         stream order, so each starts from the weights the previous one decided."""
         t0 = time.perf_counter()
@@ -273,8 +276,11 @@ class Enhancer:
         cfg = self.adapt_config
         if self.adapt_sync:   # deterministic: the step budget only, never the clock
             cfg = replace(cfg, seconds=math.inf)
-        state, result = finetune(module, data, self.degradation, self.network.info.scale, cfg,
+        windows = [TrainingWindow.from_frames(stack, frames, cfg.neighbours) for stack, frames in data]
+        motion_seconds = time.perf_counter() - t0
+        state, result = finetune(module, windows, self.degradation, self.network.info.scale, cfg,
                                  frame_index=key.index, time_s=key.time)
+        result.seconds += motion_seconds
         key.weights = state if state is not None else start
         key.result = result
         self._latest = key.weights

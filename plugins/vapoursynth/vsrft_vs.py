@@ -48,7 +48,7 @@ _VALUE_OPTIONS = {"kernel": "--kernel", "adapt_every": "--adapt-every", "adapt_s
                   "save_adapted": "--save-adapted", "tile": "--tile", "provider": "--provider"}
 _FLAG_OPTIONS = {"adapt_sync": "--adapt-sync", "adapt_background": "--adapt-background", "warm_start": "--warm-start",
                  "project": "--project"}
-_OFF_OPTIONS = {"input_deblur": "--no-input-deblur"}     # on by default: the flag turns them off
+_OFF_OPTIONS = {"input_deblur": "--no-input-deblur", "multi_frame_loss": "--single-frame-loss"}     # on by default: the flag turns them off
 
 
 @dataclass(frozen=True)
@@ -126,8 +126,8 @@ def enhance(clip: vs.VideoNode, scale: int = 4, model: str = "vsrft-mse", adapt:
         ahead of requests; the output does not depend on it).
     cache_dir: folder of the output frame cache (default: the system's temporary folder).
     options: more engine options: kernel, adapt_every, adapt_steps, adapt_seconds, adapt_lr,
-        adapt_sync, adapt_background, input_deblur, warm_start, project, report, save_adapted, tile,
-        provider.
+        adapt_sync, adapt_background, input_deblur, multi_frame_loss, warm_start, project, report,
+        save_adapted, tile, provider.
     """
     if not isinstance(clip, vs.VideoNode):
         raise vs.Error("vsrft: clip must be a VapourSynth video clip")

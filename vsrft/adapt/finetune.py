@@ -3,7 +3,10 @@
 Loss: || A R f(w) - y ||^2 on LR crops, where w is a 5-frame window, y its centre LR frame,
 R resamples the network's native scale to the requested one (identity at x4) and A is the
 degradation operator. Measured on luma plus down-weighted chroma: the decoded RGB's chroma
-was subsampled by the codec and cannot be fitted exactly.
+was subsampled by the codec and cannot be fitted exactly. With `neighbours`, the same output
+must also explain the window's other frames through their global motion, || A W_k R f(w) - y_k ||^2
+(`vsrft.adapt.motion`), where they align: they see the scene at other sub-pixel phases, which
+is what the centre frame alone cannot tell.
 
 Speed: batches of small crops from several frames of the shot, a fixed step and time budget.
 Safety: the result is kept only if LR consistency on held-out crops (other frames) improves
@@ -21,7 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
+from vsrft.adapt.motion import hr_sampling_grid, window_motions
 from vsrft.degradation import Degradation, degrade_torch, pinv_matrices, resize_torch
 
 log = logging.getLogger(__name__)
@@ -50,6 +55,9 @@ class AdaptConfig:
     null_weight: float = 0.0        # > 0: penalise changes of the output in A's null space (what y cannot see)
     floor_db: float = 55.0          # skip when held-out LR-PSNR is already this high (8-bit rounding noise: 58.9 dB)
     plateau_db: float = 0.0         # > 0: stop when LR-PSNR gains less than this per check (paper: 0.04)
+    neighbours: bool = True         # the multi-frame loss: the output must also explain the other frames
+    neighbours_per_crop: int = 1    # neighbour frames each crop is also compared with, drawn at random
+    align_tolerance: float = 1.0    # code values of neighbour residual beyond the centre's: misaligned, left out
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -80,6 +88,7 @@ class AdaptResult:
     heldout_psnr_after: float = math.nan
     accepted: bool = False
     reason: str = ""
+    aligned_neighbours: int = 0          # neighbour frames, over all windows, that the multi-frame loss used
     swap_seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
 
@@ -87,15 +96,46 @@ class AdaptResult:
         return asdict(self)
 
 
-def consistency_loss(module: nn.Module, windows: torch.Tensor, op: Degradation, model_scale: int,
+@dataclass
+class TrainingWindow:
+    """One window of a keyframe's training data, on the 0..255 scale."""
+    stack: np.ndarray                       # (C + 3, h, w): the network's input, then the centre frame as decoded
+    neighbours: np.ndarray | None = None    # (K, 3, h, w): the window's other frames as decoded
+    motions: np.ndarray | None = None       # (K, 2, 3): affine from each neighbour's pixels to the centre's; NaN: none
+
+    @classmethod
+    def from_frames(cls, stack: np.ndarray, frames: list[np.ndarray], neighbours: bool) -> "TrainingWindow":
+        """stack: `Network.adaptation_window(frames)`; frames: the window's (h, w, 3) RGB frames,
+        centre in the middle. Estimates the neighbours' motion when `neighbours`."""
+        if not neighbours or len(frames) < 2:
+            return cls(stack)
+        c = len(frames) // 2
+        motions = window_motions(frames, c)
+        keep = [i for i in range(len(frames)) if i != c and np.isfinite(motions[i]).all()]
+        if not keep:
+            return cls(stack)
+        others = np.stack([frames[i].astype(np.float32).transpose(2, 0, 1) for i in keep])
+        return cls(stack, others, motions[keep])
+
+
+@dataclass
+class CropBatch:
+    """Random crops of training windows, in [0, 1]."""
+    stacks: torch.Tensor                     # (N, C + 3, p, p)
+    neighbours: torch.Tensor | None = None   # (N, K, 3, p, p)
+    grids: torch.Tensor | None = None        # (N, K, s*p, s*p, 2): the centre's HR crop into each neighbour's view
+    valid: torch.Tensor | None = None        # (N, K) bool: that neighbour exists for that crop
+
+
+def consistency_loss(module: nn.Module, batch: CropBatch, op: Degradation, model_scale: int,
                      cfg: AdaptConfig, reference: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean weighted squared LR error of A R f(x) vs y. windows: (N, C + 3, p, p), the network's
-    input x (C channels, e.g. 5 stacked frames) then the LR centre frame y as decoded
-    (`Network.adaptation_window`).
+    """Mean weighted squared LR error of A R f(x) vs y over the centre frame's pixels and, with
+    neighbours in the batch, of A W_k R f(x) vs y_k over the neighbours' aligned pixels.
 
     reference: (N, 3, s*p, s*p) output of the starting weights; with `cfg.null_weight` the change
     of the output in A's null space, (I - A^+ A)(f - reference), is penalised: the data cannot
     tell those components, so the fit must not invent them."""
+    windows = batch.stacks
     y = windows[:, -3:]
     hr = module(windows[:, :-3])
     p = windows.shape[-1]
@@ -110,14 +150,43 @@ def consistency_loss(module: nn.Module, windows: torch.Tensor, op: Degradation, 
             c = c[..., m:-m, m:-m]
         null = cfg.null_weight * (c ** 2).mean()
     d = degrade_torch(hr, op) - y
-    m = cfg.margin
-    if m and 2 * m < min(d.shape[-2:]):
-        d = d[..., m:-m, m:-m]
+    error = _weighted_error(d, op, cfg)
+    if batch.neighbours is None or not cfg.neighbours:
+        return _inner(error, cfg.margin).mean() + null
+    n, k = batch.valid.shape
+    big = hr.unsqueeze(1).expand(n, k, *hr.shape[1:]).reshape(n * k, *hr.shape[1:])
+    grids = batch.grids.reshape(n * k, *batch.grids.shape[2:])
+    warped = F.grid_sample(big, grids, mode="bicubic", padding_mode="border", align_corners=False)
+    d_k = degrade_torch(warped, op) - batch.neighbours.reshape(n * k, *batch.neighbours.shape[2:])
+    with torch.no_grad():
+        ones = torch.ones(n * k, 1, *hr.shape[-2:])
+        inside = degrade_torch(F.grid_sample(ones, grids, mode="bilinear", padding_mode="zeros",
+                                             align_corners=False), op) > 0.999
+        # misaligned where the neighbour's residual exceeds the centre's by the tolerance (moving objects)
+        level = F.avg_pool2d(d.abs().mean(1, keepdim=True), 3, 1, 1).repeat_interleave(k, 0)
+        level_k = F.avg_pool2d(d_k.abs().mean(1, keepdim=True), 3, 1, 1)
+        aligned = level_k < level + cfg.align_tolerance / 255
+        mask = (inside & aligned & batch.valid.reshape(n * k, 1, 1, 1)).float()
+    error_k = _inner(_weighted_error(d_k, op, cfg) * mask, cfg.margin)
+    centre = _inner(error, cfg.margin)
+    count = centre.numel() + _inner(mask, cfg.margin).sum()
+    return (centre.sum() + error_k.sum()) / count + null
+
+
+def _weighted_error(d: torch.Tensor, op: Degradation, cfg: AdaptConfig) -> torch.Tensor:
+    """(N, 3, h, w) LR residual -> (N, 1, h, w) squared error, luma plus `chroma_weight` x chroma."""
     d_luma = (d * _LUMA.to(d.dtype)).sum(1, keepdim=True)
     d_chroma = d - d_luma
     if cfg.loss == "precond":
         d_luma, d_chroma = _pinv_apply(d_luma, op), _pinv_apply(d_chroma, op)
-    return (d_luma ** 2).mean() + cfg.chroma_weight * (d_chroma ** 2).mean() + null
+    return d_luma ** 2 + cfg.chroma_weight * (d_chroma ** 2).mean(1, keepdim=True)
+
+
+def _inner(x: torch.Tensor, margin: int) -> torch.Tensor:
+    """x without `margin` pixels at each border (zero padding makes the crop's edges wrong)."""
+    if margin and 2 * margin < min(x.shape[-2:]):
+        return x[..., margin:-margin, margin:-margin]
+    return x
 
 
 def _pinv_apply(r: torch.Tensor, op: Degradation) -> torch.Tensor:
@@ -131,17 +200,31 @@ def _psnr(mse: float) -> float:
     return 10 * math.log10(1.0 / mse) if mse > 0 else math.inf
 
 
-def sample_crops(windows: list[np.ndarray], count: int, size: int, rng: np.random.Generator) -> torch.Tensor:
-    """count random (C, size, size) float crops in [0, 1] from (C, h, w) windows on the 0..255 scale
-    (size clipped)."""
-    c, h, w = windows[0].shape
+def sample_crops(windows: list[TrainingWindow], count: int, size: int, rng: np.random.Generator,
+                 scale: int = 1, per_crop: int = 1) -> CropBatch:
+    """count random crops of side `size` (clipped) of the windows (0..255 scale) in [0, 1], with
+    up to `per_crop` random neighbours' crops and their HR sampling grids (`scale`) when the
+    windows have neighbours (one each: the warp's backward pass costs as much as the network's)."""
+    c, h, w = windows[0].stack.shape
     sh, sw = min(size, h), min(size, w)
-    out = np.empty((count, c, sh, sw), np.float32)
+    k = min(per_crop, max((0 if win.neighbours is None else len(win.neighbours)) for win in windows))
+    stacks = np.empty((count, c, sh, sw), np.float32)
+    neighbours = np.zeros((count, k, 3, sh, sw), np.float32) if k else None
+    grids = np.zeros((count, k, scale * sh, scale * sw, 2), np.float32) if k else None
+    valid = np.zeros((count, k), bool)
     for i in range(count):
         win = windows[int(rng.integers(len(windows)))]
         y, x = int(rng.integers(0, h - sh + 1)), int(rng.integers(0, w - sw + 1))
-        out[i] = win[:, y:y + sh, x:x + sw]
-    return torch.from_numpy(out).mul_(1 / 255)
+        stacks[i] = win.stack[:, y:y + sh, x:x + sw]
+        available = 0 if win.neighbours is None else len(win.neighbours)
+        for j, n in enumerate(rng.permutation(available)[:k]):
+            neighbours[i, j] = win.neighbours[n][:, y:y + sh, x:x + sw]
+            grids[i, j] = hr_sampling_grid(win.motions[n], scale, (y, x), (scale * sh, scale * sw)).numpy()
+            valid[i, j] = True
+    if not k:
+        return CropBatch(torch.from_numpy(stacks).mul_(1 / 255))
+    return CropBatch(torch.from_numpy(stacks).mul_(1 / 255), torch.from_numpy(neighbours).mul_(1 / 255),
+                     torch.from_numpy(grids), torch.from_numpy(valid))
 
 
 def _trainable(module: nn.Module, layers: str) -> list[nn.Parameter]:
@@ -155,24 +238,29 @@ def _trainable(module: nn.Module, layers: str) -> list[nn.Parameter]:
     return params or list(module.parameters())
 
 
-def finetune(module: nn.Module, windows: list[np.ndarray], op: Degradation, model_scale: int,
+def finetune(module: nn.Module, windows: list[TrainingWindow | np.ndarray], op: Degradation, model_scale: int,
              cfg: AdaptConfig, frame_index: int = 0, time_s: float | None = None
              ) -> tuple[dict[str, torch.Tensor] | None, AdaptResult]:
-    """Fine-tune a copy of `module` on LR windows (each (C + 3, h, w) on the 0..255 scale: the
-    network's input, then the centre frame the loss compares with; `Network.adaptation_window`).
+    """Fine-tune a copy of `module` on LR windows: `TrainingWindow`s, or bare (C + 3, h, w)
+    stacks on the 0..255 scale (the network's input, then the centre frame the loss compares
+    with; `Network.adaptation_window`).
 
     Returns (new state dict or None when rejected, report). `module` itself is not changed.
     """
     t0 = time.perf_counter()
-    res = AdaptResult(frame_index=frame_index, time_s=time_s)
+    windows = [w if isinstance(w, TrainingWindow) else TrainingWindow(w) for w in windows]
+    if not cfg.neighbours:
+        windows = [TrainingWindow(w.stack) for w in windows]
+    res = AdaptResult(frame_index=frame_index, time_s=time_s,
+                      aligned_neighbours=sum(0 if w.neighbours is None else len(w.neighbours) for w in windows))
     rng = np.random.default_rng(cfg.seed + frame_index)
     if len(windows) >= 3:
         held = windows[1::3]
         train = [w for i, w in enumerate(windows) if i % 3 != 1]
     else:
         held = train = windows
-    train_eval = sample_crops(train, cfg.batch, cfg.patch, rng)
-    held_eval = sample_crops(held, cfg.batch, cfg.patch, rng)
+    train_eval = sample_crops(train, cfg.batch, cfg.patch, rng, op.scale, cfg.neighbours_per_crop)
+    held_eval = sample_crops(held, cfg.batch, cfg.patch, rng, op.scale, cfg.neighbours_per_crop)
 
     net = copy.deepcopy(module).train()
     reference_net = copy.deepcopy(module).eval() if cfg.null_weight else None
@@ -203,15 +291,16 @@ def finetune(module: nn.Module, windows: list[np.ndarray], op: Degradation, mode
     for step in range(cfg.steps):
         if time.perf_counter() - t0 > cfg.seconds:
             break
-        batch = sample_crops(train, cfg.batch, cfg.patch, rng)
+        batch = sample_crops(train, cfg.batch, cfg.patch, rng, op.scale, cfg.neighbours_per_crop)
         reference = None
         if cfg.null_weight:
             with torch.no_grad():
-                reference = reference_net(batch[:, :-3])
+                reference = reference_net(batch.stacks[:, :-3])
                 if op.scale != model_scale:
-                    reference = resize_torch(reference, op.scale * batch.shape[-2], op.scale * batch.shape[-1])
+                    reference = resize_torch(reference, op.scale * batch.stacks.shape[-2],
+                                             op.scale * batch.stacks.shape[-1])
         loss = consistency_loss(net, batch, op, model_scale, cfg, reference)
-        objective = loss * (batch[:, :3].numel() if cfg.optimizer == "sgd" else 1.0)  # paper: summed error
+        objective = loss * (batch.stacks[:, :3].numel() if cfg.optimizer == "sgd" else 1.0)  # paper: summed error
         if cfg.anchor:
             objective = objective + cfg.anchor * sum(((p - a) ** 2).sum() for p, a in zip(params, anchors))
         opt.zero_grad(set_to_none=True)

@@ -205,6 +205,8 @@ class Vsrft(Gst.Element):
                        False, _RW),
         "input-deblur": (bool, "Input deblur", "With blur, undo it on the LR input before the network",
                          True, _RW),
+        "multi-frame-loss": (bool, "Multi-frame loss", "The adapted output must also explain the neighbouring "
+                             "frames where they align (off: its own frame only)", True, _RW),
         "adapt-background": (bool, "Adapt in the background", "Adapt in a background thread while the previous "
                              "shot is inferred (default only when inference runs on a GPU)", False, _RW),
         "warm-start": (bool, "Warm start", "Start each shot's adaptation from the previous shot's weights",
@@ -275,6 +277,8 @@ class Vsrft(Gst.Element):
             cfg["steps"] = p["adapt-steps"]
         if p["adapt-seconds"]:
             cfg["seconds"] = p["adapt-seconds"]
+        if not p["multi-frame-loss"]:
+            cfg["neighbours"] = False
         kernel = p["kernel"] or None
         if kernel is not None and not Path(kernel).is_file():
             raise self._engine.VsrftError(f"kernel file not found: {kernel}")

@@ -1,0 +1,87 @@
+"""Global motion for the multi-frame loss: the estimate, and the HR warp it drives, on real frames."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from helpers import SAMPLE, decoded_rgb
+from vsrft.adapt.finetune import TrainingWindow
+from vsrft.adapt.motion import global_motion, hr_sampling_grid, luma, window_motions
+from vsrft.degradation import Degradation, degrade, degrade_torch
+
+SCALE = 4
+
+
+def _camera(hr: np.ndarray, dx: float, dy: float, angle: float = 0.0) -> np.ndarray:
+    """The HR frame a camera moved by (dx, dy) HR pixels and rotated by `angle` degrees would see:
+    its pixel p shows the scene at M p."""
+    h, w = hr.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    m[:, 2] += (dx, dy)
+    return cv2.warpAffine(hr, m, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
+
+
+def _scene() -> np.ndarray:
+    frame = decoded_rgb(SAMPLE)[34]
+    h, w = frame.shape[0] // SCALE * SCALE, frame.shape[1] // SCALE * SCALE
+    return np.ascontiguousarray(frame[:h, :w]).astype(np.float32)
+
+
+def test_global_motion_finds_a_sub_pixel_shift_of_a_real_frame() -> None:
+    hr = _scene()
+    op = Degradation(SCALE)
+    centre = degrade(hr, op)
+    other = degrade(_camera(hr, 5.0, -3.0), op)          # 1.25, -0.75 LR pixels
+    warp = global_motion(luma(centre), luma(other))
+    assert warp is not None
+    assert np.abs(warp[:, :2] - np.eye(2)).max() < 0.01
+    assert abs(warp[0, 2] - 1.25) < 0.05 and abs(warp[1, 2] + 0.75) < 0.05
+
+
+def test_the_hr_warp_of_the_centre_explains_the_neighbour() -> None:
+    # A W_k x_t = y_k: the centre's HR frame, warped by the motion estimated on LR frames alone,
+    # then degraded, reproduces the neighbour's LR frame; without the warp it does not.
+    hr = _scene()
+    op = Degradation(SCALE, blur_sigma=1.6)
+    moved = _camera(hr, 6.0, 2.0, angle=0.5)
+    centre, other = degrade(hr, op), degrade(moved, op)
+    warp = global_motion(luma(centre), luma(other))
+    assert warp is not None
+    x = torch.from_numpy(hr.transpose(2, 0, 1))[None] / 255
+    offset, size = (3, 5), (24, 32)                    # an LR crop, as the fine-tuner samples them
+    crop = x[..., SCALE * offset[0]:SCALE * (offset[0] + size[0]), SCALE * offset[1]:SCALE * (offset[1] + size[1])]
+    grid = hr_sampling_grid(warp, SCALE, offset, (SCALE * size[0], SCALE * size[1]))[None]
+    warped = F.grid_sample(crop, grid, mode="bicubic", padding_mode="border", align_corners=False)
+    target = torch.from_numpy(other.transpose(2, 0, 1))[None, :, offset[0]:offset[0] + size[0],
+                                                         offset[1]:offset[1] + size[1]] / 255
+    inner = (slice(None), slice(None), slice(4, -4), slice(4, -4))    # away from the crop's edges
+    err_warped = (degrade_torch(warped, op) - target)[inner].abs().mean().item()
+    err_unwarped = (degrade_torch(crop, op) - target)[inner].abs().mean().item()
+    assert err_warped < 1.5 / 255
+    assert err_warped < 0.2 * err_unwarped
+
+
+def test_frames_that_do_not_align_are_left_out() -> None:
+    hr = _scene()
+    op = Degradation(SCALE)
+    centre = degrade(hr, op)
+    noise = np.random.default_rng(0).uniform(0, 255, centre.shape).astype(np.float32)
+    shifted = degrade(_camera(hr, 4.0, 0.0), op)
+    motions = window_motions([shifted, centre, noise], 1)
+    assert np.isfinite(motions[0]).all() and abs(motions[0][0, 2] - 1.0) < 0.05
+    assert np.isnan(motions[1]).all() and np.isnan(motions[2]).all()
+    frames = [f.astype(np.uint8) for f in (shifted, centre, noise)]
+    win = TrainingWindow.from_frames(np.zeros((12, *centre.shape[:2]), np.float32), frames, neighbours=True)
+    assert win.neighbours is not None and win.neighbours.shape == (1, 3, *centre.shape[:2])
+    assert TrainingWindow.from_frames(win.stack, frames, neighbours=False).neighbours is None
+
+
+def test_coarse_to_fine_aligns_a_motion_of_several_pixels() -> None:
+    # 176x144: two pyramid levels; ECC at full resolution alone lands at (-27, -13) here
+    frame = decoded_rgb(SAMPLE)[34].astype(np.float32)
+    other = _camera(frame, 20.0, -11.0)
+    warp = global_motion(luma(frame), luma(other))
+    assert warp is not None
+    assert abs(warp[0, 2] - 20.0) < 0.1 and abs(warp[1, 2] + 11.0) < 0.1
