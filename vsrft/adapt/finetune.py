@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vsrft.adapt.motion import hr_sampling_grid, window_motions
+from vsrft.adapt.motion import hr_crop_theta, window_motions
 from vsrft.degradation import Degradation, degrade_torch, pinv_matrices, resize_torch
 
 log = logging.getLogger(__name__)
@@ -209,8 +209,8 @@ def sample_crops(windows: list[TrainingWindow], count: int, size: int, rng: np.r
     sh, sw = min(size, h), min(size, w)
     k = min(per_crop, max((0 if win.neighbours is None else len(win.neighbours)) for win in windows))
     stacks = np.empty((count, c, sh, sw), np.float32)
-    neighbours = np.zeros((count, k, 3, sh, sw), np.float32) if k else None
-    grids = np.zeros((count, k, scale * sh, scale * sw, 2), np.float32) if k else None
+    neighbours = np.zeros((count, k, 3, sh, sw), np.float32)
+    thetas = np.tile(np.eye(2, 3, dtype=np.float32), (count, k, 1, 1))
     valid = np.zeros((count, k), bool)
     for i in range(count):
         win = windows[int(rng.integers(len(windows)))]
@@ -219,12 +219,15 @@ def sample_crops(windows: list[TrainingWindow], count: int, size: int, rng: np.r
         available = 0 if win.neighbours is None else len(win.neighbours)
         for j, n in enumerate(rng.permutation(available)[:k]):
             neighbours[i, j] = win.neighbours[n][:, y:y + sh, x:x + sw]
-            grids[i, j] = hr_sampling_grid(win.motions[n], scale, (y, x), (scale * sh, scale * sw)).numpy()
+            thetas[i, j] = hr_crop_theta(win.motions[n], scale, (y, x), (scale * sh, scale * sw))
             valid[i, j] = True
-    if not k:
-        return CropBatch(torch.from_numpy(stacks).mul_(1 / 255))
-    return CropBatch(torch.from_numpy(stacks).mul_(1 / 255), torch.from_numpy(neighbours).mul_(1 / 255),
-                     torch.from_numpy(grids), torch.from_numpy(valid))
+    batch = CropBatch(torch.from_numpy(stacks).mul_(1 / 255))
+    if k:
+        grids = F.affine_grid(torch.from_numpy(thetas).reshape(count * k, 2, 3),
+                              [count * k, 1, scale * sh, scale * sw], align_corners=False)
+        batch = CropBatch(batch.stacks, torch.from_numpy(neighbours).mul_(1 / 255),
+                          grids.reshape(count, k, scale * sh, scale * sw, 2), torch.from_numpy(valid))
+    return batch
 
 
 def _trainable(module: nn.Module, layers: str) -> list[nn.Parameter]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -68,22 +69,28 @@ def window_motions(frames: list[np.ndarray], centre: int) -> np.ndarray:
     return out
 
 
-def hr_sampling_grid(motion: np.ndarray, scale: int, offset: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-    """Grid for `torch.nn.functional.grid_sample` (align_corners=False) that warps an HR crop of
-    the centre frame into a neighbour's view.
+def hr_crop_theta(motion: np.ndarray, scale: int, offset: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """(2, 3) `torch.nn.functional.affine_grid` matrix (align_corners=False) that warps an HR crop
+    of the centre frame into a neighbour's view.
 
     motion: (2, 3) LR affine from the neighbour's pixels to the centre's. offset: the crop's
-    top-left LR pixel (y, x), the same in both frames. size: the HR crop's (H, W).
-    Returns (H, W, 2): for each HR pixel of the neighbour's crop, where it lies in the centre's
-    crop, normalised to [-1, 1]. LR pixel centre i is HR coordinate s*i + (s-1)/2.
+    top-left LR pixel (y, x), the same in both frames. size: the HR crop's (H, W). LR pixel
+    centre i is HR coordinate s*i + (s-1)/2.
     """
     a, b = motion[:, :2].astype(np.float64), motion[:, 2].astype(np.float64)
     c = (scale - 1) / 2
-    b_hr = scale * b + c - a @ np.array([c, c])
+    hr = np.eye(3)                                   # HR pixel affine, full-frame coordinates
+    hr[:2, :2], hr[:2, 2] = a, scale * b + c - a @ np.array([c, c])
+    shift = np.eye(3)
+    shift[:2, 2] = scale * offset[1], scale * offset[0]
+    crop = np.linalg.inv(shift) @ hr @ shift         # the same, in the crop's pixel coordinates
     h, w = size
-    oy, ox = scale * offset[0], scale * offset[1]
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
-    xs, ys = xs + ox, ys + oy
-    u = a[0, 0] * xs + a[0, 1] * ys + b_hr[0] - ox
-    v = a[1, 0] * xs + a[1, 1] * ys + b_hr[1] - oy
-    return torch.from_numpy(np.stack([(u + 0.5) / w * 2 - 1, (v + 0.5) / h * 2 - 1], -1).astype(np.float32))
+    norm = np.array([[2 / w, 0, 1 / w - 1], [0, 2 / h, 1 / h - 1], [0, 0, 1]])   # pixel -> [-1, 1]
+    return (norm @ crop @ np.linalg.inv(norm))[:2].astype(np.float32)
+
+
+def hr_sampling_grid(motion: np.ndarray, scale: int, offset: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """(H, W, 2) `grid_sample` grid of `hr_crop_theta`: for each HR pixel of the neighbour's
+    crop, where it lies in the centre's crop, normalised to [-1, 1]."""
+    theta = torch.from_numpy(hr_crop_theta(motion, scale, offset, size))[None]
+    return F.affine_grid(theta, [1, 1, *size], align_corners=False)[0]
