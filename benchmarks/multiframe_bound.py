@@ -8,7 +8,7 @@ residual at most `--tolerance` code values above the centre's) exactly as the fi
 multi-frame loss has them (`vsrft.adapt.finetune`). Exact per frame, so it bounds what a
 fine-tuning with that loss can reach; the single-frame analogue is the exact projection.
 
-    python benchmarks/multiframe_bound.py [--case blur] [--iterations 10] [--second-set]
+    python benchmarks/multiframe_bound.py [--case blur] [--iterations 10] [--tolerance 0.5] [--second-set]
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality_adapt import CASES, EXTRA_CASES, footage  # noqa: E402
+from vsrft.adapt import AdaptConfig  # noqa: E402
 from vsrft.adapt.motion import hr_crop_theta, window_motions  # noqa: E402
 from vsrft.degradation import Degradation, degrade_torch  # noqa: E402
 from vsrft.engine import Enhancer  # noqa: E402
@@ -82,7 +83,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--case", default="blur", choices=[*CASES, *EXTRA_CASES])
     ap.add_argument("--iterations", type=int, default=10)
-    ap.add_argument("--tolerance", type=float, default=1.0, help="code values, as AdaptConfig.align_tolerance")
+    ap.add_argument("--tolerance", type=float, default=AdaptConfig().align_tolerance,
+                    help="code values, as AdaptConfig.align_tolerance (its default)")
     ap.add_argument("--photos", default="/work/data/photos")
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--second-set", action="store_true")

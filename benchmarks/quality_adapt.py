@@ -195,6 +195,9 @@ def main() -> None:
     ap.add_argument("--adapt-frames", type=int, default=None, help="windows held back per keyframe")
     ap.add_argument("--floor-db", type=float, default=None,
                     help="LR consistency (dB) at or above which a shot is not fine-tuned")
+    ap.add_argument("--third-set", action="store_true",
+                    help="validation of a setting chosen on both other sets: the held-out photo sequences "
+                         "after the first 13 (no clips)")
     ap.add_argument("--second-set", action="store_true",
                     help="validation: the next 8 held-out photo sequences instead (no clips), to check a "
                          "setting chosen on the default set")
@@ -214,6 +217,8 @@ def main() -> None:
     frames = 12 if args.quick else args.frames
     if args.second_set:
         seqs = photo_sequences([args.photos], count=13, frames=frames)[5:]
+    elif args.third_set:
+        seqs = photo_sequences([args.photos], count=21, frames=frames)[13:]
     else:
         seqs = heldout_sequences([args.photos], photos=2 if args.quick else 5, photo_frames=frames,
                                  clips=not args.quick, clip_frames=frames)

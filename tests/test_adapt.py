@@ -99,6 +99,10 @@ def test_multi_frame_loss_falls_and_sees_the_neighbours(tiny_model, sample_frame
         both = consistency_loss(enh.network.module, batch, Degradation(4), 4, cfg).item()
         centre = consistency_loss(enh.network.module, batch, Degradation(4), 4, replace(cfg, neighbours=False)).item()
     assert both != pytest.approx(centre, rel=1e-3)
+    # the cross-frame check: a gain on the centre frames alone is not enough
+    assert res.heldout_neighbour_psnr_after > res.heldout_neighbour_psnr_before
+    state, res = finetune(enh.network.module, data, Degradation(4), 4, replace(cfg, min_neighbour_gain_db=100.0))
+    assert state is None and not res.accepted and "neighbour frames" in res.reason
 
 
 def test_diverging_learning_rate_is_caught_and_reverted(tiny_model, sample_frames) -> None:

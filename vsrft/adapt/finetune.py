@@ -52,12 +52,15 @@ class AdaptConfig:
     # (up to ~100x under a 1.6 blur at x4): fitting there painted a checkerboard into flat areas.
     loss: str = "lr"
     min_gain_db: float = 1.0        # held-out LR-PSNR gain needed to accept (smaller gains were HR losses)
+    # and, with neighbours, the gain on the held-out neighbours' aligned pixels alone: fitting the
+    # centre frames' own residual (aliasing, noise) does not make the output explain other frames
+    min_neighbour_gain_db: float = 1.0
     null_weight: float = 0.0        # > 0: penalise changes of the output in A's null space (what y cannot see)
     floor_db: float = 55.0          # skip when held-out LR-PSNR is already this high (8-bit rounding noise: 58.9 dB)
     plateau_db: float = 0.0         # > 0: stop when LR-PSNR gains less than this per check (paper: 0.04)
     neighbours: bool = True         # the multi-frame loss: the output must also explain the other frames
     neighbours_per_crop: int = 1    # neighbour frames each crop is also compared with, drawn at random
-    align_tolerance: float = 1.0    # code values of neighbour residual beyond the centre's: misaligned, left out
+    align_tolerance: float = 0.5    # code values of neighbour residual beyond the centre's: misaligned, left out
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -89,6 +92,8 @@ class AdaptResult:
     accepted: bool = False
     reason: str = ""
     aligned_neighbours: int = 0          # neighbour frames, over all windows, that the multi-frame loss used
+    heldout_neighbour_psnr_before: float = math.nan   # the held-out crops' neighbour terms alone
+    heldout_neighbour_psnr_after: float = math.nan
     swap_seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
 
@@ -128,9 +133,10 @@ class CropBatch:
 
 
 def consistency_loss(module: nn.Module, batch: CropBatch, op: Degradation, model_scale: int,
-                     cfg: AdaptConfig, reference: torch.Tensor | None = None) -> torch.Tensor:
+                     cfg: AdaptConfig, reference: torch.Tensor | None = None, part: str = "all") -> torch.Tensor:
     """Mean weighted squared LR error of A R f(x) vs y over the centre frame's pixels and, with
-    neighbours in the batch, of A W_k R f(x) vs y_k over the neighbours' aligned pixels.
+    neighbours in the batch, of A W_k R f(x) vs y_k over the neighbours' aligned pixels
+    (`part="neighbours"`: over those alone, NaN when none aligns).
 
     reference: (N, 3, s*p, s*p) output of the starting weights; with `cfg.null_weight` the change
     of the output in A's null space, (I - A^+ A)(f - reference), is penalised: the data cannot
@@ -169,6 +175,8 @@ def consistency_loss(module: nn.Module, batch: CropBatch, op: Degradation, model
         mask = (inside & aligned & batch.valid.reshape(n * k, 1, 1, 1)).float()
     error_k = _inner(_weighted_error(d_k, op, cfg) * mask, cfg.margin)
     centre = _inner(error, cfg.margin)
+    if part == "neighbours":            # NaN when no neighbour pixel aligns
+        return error_k.sum() / _inner(mask, cfg.margin).sum()
     count = centre.numel() + _inner(mask, cfg.margin).sum()
     return (centre.sum() + error_k.sum()) / count + null
 
@@ -204,7 +212,7 @@ def sample_crops(windows: list[TrainingWindow], count: int, size: int, rng: np.r
                  scale: int = 1, per_crop: int = 1) -> CropBatch:
     """count random crops of side `size` (clipped) of the windows (0..255 scale) in [0, 1], with
     up to `per_crop` random neighbours' crops and their HR sampling grids (`scale`) when the
-    windows have neighbours (one each: the warp's backward pass costs as much as the network's)."""
+    windows have neighbours (each costs an HR warp and its backward pass; one by default)."""
     c, h, w = windows[0].stack.shape
     sh, sw = min(size, h), min(size, w)
     k = min(per_crop, max((0 if win.neighbours is None else len(win.neighbours)) for win in windows))
@@ -279,12 +287,16 @@ def finetune(module: nn.Module, windows: list[TrainingWindow | np.ndarray], op: 
     else:
         opt = torch.optim.Adam(params, lr=cfg.lr)
 
-    def evaluate(batch: torch.Tensor) -> float:
+    def evaluate(batch: CropBatch, part: str = "all") -> float:
+        if part == "neighbours" and batch.neighbours is None:
+            return math.nan
         with torch.no_grad():
-            return _psnr(consistency_loss(net, batch, op, model_scale, cfg).item())
+            mse = consistency_loss(net, batch, op, model_scale, cfg, part=part).item()
+        return _psnr(mse) if math.isfinite(mse) else math.nan
 
     res.lr_psnr_before = evaluate(train_eval)
     res.heldout_psnr_before = evaluate(held_eval)
+    res.heldout_neighbour_psnr_before = evaluate(held_eval, "neighbours")
     last_check = res.lr_psnr_before
     if res.heldout_psnr_before >= cfg.floor_db:
         # The LR residual is at the level of 8-bit rounding: all that is left to fit is noise.
@@ -323,15 +335,22 @@ def finetune(module: nn.Module, windows: list[TrainingWindow | np.ndarray], op: 
     net.eval()
     res.lr_psnr_after = evaluate(train_eval) if not res.reason else math.nan
     res.heldout_psnr_after = evaluate(held_eval) if not res.reason else math.nan
+    res.heldout_neighbour_psnr_after = evaluate(held_eval, "neighbours") if not res.reason else math.nan
+    neighbour_gain = res.heldout_neighbour_psnr_after - res.heldout_neighbour_psnr_before
     finite = all(torch.isfinite(v).all() for v in net.state_dict().values())
     gain = res.heldout_psnr_after - res.heldout_psnr_before
     if res.reason or not finite:
         res.reason = res.reason or "non-finite weights"
     elif not gain >= cfg.min_gain_db:
         res.reason = f"held-out LR-PSNR gain {gain:+.3f} dB < {cfg.min_gain_db} dB"
+    elif math.isfinite(res.heldout_neighbour_psnr_before) and not neighbour_gain >= cfg.min_neighbour_gain_db:
+        res.reason = (f"held-out LR-PSNR {gain:+.3f} dB, but on the neighbour frames only {neighbour_gain:+.3f} dB "
+                      f"< {cfg.min_neighbour_gain_db} dB")
     else:
         res.accepted = True
         res.reason = f"held-out LR-PSNR {gain:+.3f} dB"
+        if math.isfinite(neighbour_gain):
+            res.reason += f" ({neighbour_gain:+.3f} dB on the neighbour frames)"
     res.seconds = time.perf_counter() - t0
     if not res.accepted:
         net.load_state_dict(start)
