@@ -6,6 +6,7 @@ written losslessly (FFV1, RGB), and read back through the engine's decoder.
 
     python benchmarks/quality_adapt.py [--cases gan blur matched x2] [--json out.json] [--quick]
     python benchmarks/quality_adapt.py --cases gan-crf23 blur-crf23 matched-crf23   # compressed footage
+    python benchmarks/quality_adapt.py --cases gan blur matched --second-set   # or --third-set: validation
 
 Every run is `--adapt-sync` (in line, step budget only), so it is deterministic. Each sequence is
 one shot, so "adapted + projection" reuses the "adapted" run's weights (one adaptation per
@@ -151,7 +152,7 @@ def switch_flicker(seqs: list[EvalSequence], model: str, cfg: AdaptConfig, folde
     from vsrft.frame import Frame
     from vsrft.metrics.temporal import tmse
 
-    forced = replace(cfg, min_gain_db=-math.inf, floor_db=math.inf)
+    forced = replace(cfg, min_gain_db=-math.inf, min_neighbour_gain_db=-math.inf, floor_db=math.inf)
     variants = {"one set of weights (no change)": (None, 8), "change, blended over 8 frames": (True, 8),
                 "change, no blend": (True, 0)}
     span: dict[str, list[float]] = {v: [] for v in variants}
@@ -190,6 +191,8 @@ def main() -> None:
                        ("min-gain", float), ("optimizer", str), ("loss", str), ("null-weight", float),
                        ("align-tolerance", float), ("neighbours-per-crop", int)):
         ap.add_argument(f"--{name}", type=kind, default=None)
+    ap.add_argument("--min-neighbour-gain", type=float, default=None,
+                    help="held-out gain (dB) needed on the neighbour frames alone to accept")
     ap.add_argument("--neighbours", choices=("on", "off"), default=None,
                     help="the multi-frame loss (the output must also explain the window's other frames)")
     ap.add_argument("--adapt-frames", type=int, default=None, help="windows held back per keyframe")
@@ -211,6 +214,8 @@ def main() -> None:
         overrides["frames"] = args.adapt_frames
     if args.min_gain is not None:
         overrides["min_gain_db"] = args.min_gain
+    if args.min_neighbour_gain is not None:
+        overrides["min_neighbour_gain_db"] = args.min_neighbour_gain
     if args.floor_db is not None:
         overrides["floor_db"] = args.floor_db
     t_start = time.perf_counter()
