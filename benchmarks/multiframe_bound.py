@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality_adapt import CASES, EXTRA_CASES, footage  # noqa: E402
 from vsrft.adapt import AdaptConfig  # noqa: E402
-from vsrft.adapt.motion import hr_crop_theta, window_motions  # noqa: E402
+from vsrft.adapt.motion import hr_sampling_grid, window_motions  # noqa: E402
 from vsrft.degradation import Degradation, degrade_torch  # noqa: E402
 from vsrft.engine import Enhancer  # noqa: E402
 from vsrft.evaluation import heldout_sequences, photo_sequences  # noqa: E402
@@ -54,8 +54,7 @@ def refine(x: torch.Tensor, lr: list[np.ndarray], t: int, op: Degradation, itera
     for i, motion in enumerate(motions):
         if not np.isfinite(motion).all():
             continue
-        grid = F.affine_grid(torch.from_numpy(hr_crop_theta(motion, op.scale, (0, 0), (h, w)))[None],
-                             [1, 1, h, w], align_corners=False)
+        grid = hr_sampling_grid(motion, op.scale, (0, 0), (h, w))[None]
         y_k = _chw(lr[lo + i])
         with torch.no_grad():
             inside = degrade_torch(F.grid_sample(torch.ones(1, 1, h, w), grid, mode="bilinear",
