@@ -25,12 +25,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality_adapt import CASES, EXTRA_CASES, footage  # noqa: E402
+from quality_adapt import CASES, EXTRA_CASES, footage, sequence_set  # noqa: E402
 from vsrft.adapt import AdaptConfig  # noqa: E402
 from vsrft.adapt.motion import hr_sampling_grid, window_motions  # noqa: E402
 from vsrft.degradation import Degradation, degrade_torch  # noqa: E402
 from vsrft.engine import Enhancer  # noqa: E402
-from vsrft.evaluation import heldout_sequences, photo_sequences  # noqa: E402
 from vsrft.metrics.fidelity import psnr_y  # noqa: E402
 
 
@@ -90,11 +89,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     model, scale, footage_blur, told, crf = {**CASES, **EXTRA_CASES}[args.case]
-    if args.second_set:
-        seqs = photo_sequences([args.photos], count=13, frames=args.frames)[5:]
-    else:
-        seqs = heldout_sequences([args.photos], photos=5, photo_frames=args.frames, clips=True,
-                                 clip_frames=args.frames)
+    seqs = sequence_set(args.photos, args.frames, "second" if args.second_set else "benchmark")
     op = Degradation(scale=scale, blur_sigma=told or None)
     t_start = time.perf_counter()
     rows = {"projection": [], "input deblur": [], "input deblur+projection": [], "multi-frame fit": []}
@@ -111,9 +106,10 @@ def main() -> None:
                 "input deblur+projection": Enhancer(scale=scale, model=model, adapt=False, blur=told,
                                                     project=True).process(lr),
             }
+            outs = {name: list(frames) for name, frames in outs.items()}
             scores = {name: float(np.mean([psnr_y(o, g, border=scale) for o, g in zip(out, gt)]))
-                      for name, out in ((n, list(o)) for n, o in outs.items())}
-            deblurred = list(Enhancer(scale=scale, model=model, adapt=False, blur=told).process(lr))
+                      for name, out in outs.items()}
+            deblurred = outs["input deblur"]
             fitted = [_uint8(refine(_chw(x), lr, t, op, args.iterations, args.tolerance))
                       for t, x in enumerate(deblurred)]
             scores["multi-frame fit"] = float(np.mean([psnr_y(o, g, border=scale) for o, g in zip(fitted, gt)]))

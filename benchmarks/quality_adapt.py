@@ -114,6 +114,18 @@ def footage(seqs: list[EvalSequence], scale: int, blur: float, folder: Path, crf
     return out
 
 
+def sequence_set(photos: str, frames: int, which: str = "benchmark") -> list[EvalSequence]:
+    """The benchmark's held-out sequences: "benchmark" (5 photos and the 2 clips), "quick" (2 photos),
+    or the validation sets "second" and "third" (the next 8 held-out photos each, no clips)."""
+    if which == "second":
+        return photo_sequences([photos], count=13, frames=frames)[5:]
+    if which == "third":
+        return photo_sequences([photos], count=21, frames=frames)[13:]
+    quick = which == "quick"
+    return heldout_sequences([photos], photos=2 if quick else 5, photo_frames=frames, clips=not quick,
+                             clip_frames=frames)
+
+
 def run_sequence(lr: list[np.ndarray], model: str, scale: int, blur: float | None, cfg: AdaptConfig,
                  methods: tuple[str, ...]) -> dict[str, tuple[list[np.ndarray], float, list[dict]]]:
     """Every method's output frames, seconds and adaptation reports for one sequence."""
@@ -220,13 +232,8 @@ def main() -> None:
         overrides["floor_db"] = args.floor_db
     t_start = time.perf_counter()
     frames = 12 if args.quick else args.frames
-    if args.second_set:
-        seqs = photo_sequences([args.photos], count=13, frames=frames)[5:]
-    elif args.third_set:
-        seqs = photo_sequences([args.photos], count=21, frames=frames)[13:]
-    else:
-        seqs = heldout_sequences([args.photos], photos=2 if args.quick else 5, photo_frames=frames,
-                                 clips=not args.quick, clip_frames=frames)
+    seqs = sequence_set(args.photos, frames, "second" if args.second_set else "third" if args.third_set else
+                        "quick" if args.quick else "benchmark")
     print(f"# Adaptation quality, {len(seqs)} held-out sequences of {frames} frames: {', '.join(s.name for s in seqs)}")
     print(f"adapt config: {AdaptConfig.for_model('vsrft-mse', **overrides).to_dict()} "
           f"(vsrft-mse; model defaults: {MODEL_DEFAULTS})\n")
