@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from helpers import SAMPLE, decoded_rgb
 from vsrft.adapt.finetune import TrainingWindow
-from vsrft.adapt.motion import global_motion, hr_sampling_grid, luma, window_motions
+from vsrft.adapt.motion import global_motion, hr_sampling_grid, luma, motion_view, window_motions
 from vsrft.degradation import Degradation, degrade, degrade_torch
 
 SCALE = 4
@@ -78,10 +78,30 @@ def test_frames_that_do_not_align_are_left_out() -> None:
     assert TrainingWindow.from_frames(win.stack, frames, neighbours=False).neighbours is None
 
 
-def test_coarse_to_fine_aligns_a_motion_of_several_pixels() -> None:
-    # 176x144: two pyramid levels; ECC at full resolution alone lands at (-27, -13) here
+def test_phase_correlation_start_aligns_a_motion_of_several_pixels() -> None:
+    # ECC started from no motion lands at (-27, -13) here
     frame = decoded_rgb(SAMPLE)[34].astype(np.float32)
     other = _camera(frame, 20.0, -11.0)
     warp = global_motion(luma(frame), luma(other))
     assert warp is not None
     assert abs(warp[0, 2] - 20.0) < 0.1 and abs(warp[1, 2] + 11.0) < 0.1
+
+
+def test_motion_estimated_on_a_view_at_twice_the_lr_size_is_in_lr_pixels() -> None:
+    # the engine estimates on the network's output at 2x the LR size; the fine-tuner needs LR units
+    hr = _scene()
+    h, w = hr.shape[:2]
+    moved = _camera(hr, 6.0, -5.0, angle=0.4)        # its pixel p shows the scene at M p
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), 0.4, 1.0)
+    m[:, 2] += (6.0, -5.0)
+    c = (SCALE - 1) / 2                               # LR pixel i is HR coordinate SCALE * i + c
+    truth = np.concatenate([m[:, :2], ((m[:, 2] - c + m[:, :2] @ [c, c]) / SCALE)[:, None]], 1)
+    views = [motion_view(f.transpose(2, 0, 1) / 255, (h // SCALE, w // SCALE)) for f in (hr, moved)]
+    assert views[0].shape == (2 * h // SCALE, 2 * w // SCALE)
+    warp = global_motion(*views, resolution=2)
+    assert warp is not None
+    assert np.abs(warp[:, :2] - truth[:, :2]).max() < 0.003
+    assert np.abs(warp[:, 2] - truth[:, 2]).max() < 0.04         # LR pixels (a view's pixel is 0.5)
+    frames = [degrade(f, Degradation(SCALE)).astype(np.uint8) for f in (moved, hr)]
+    motions = window_motions(frames, 1, views[::-1], resolution=2)
+    assert np.abs(motions[0] - warp).max() < 1e-6 and np.isnan(motions[1]).all()

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from vsrft.adapt import AdaptConfig, AdaptResult, KeyframePolicy, TrainingWindow, finetune
+from vsrft.adapt.motion import MOTION_RESOLUTION, motion_view
 from vsrft.degradation import Degradation, lr_deblur_taps, project
 from vsrft.errors import VsrftError
 from vsrft.frame import Frame
@@ -73,6 +74,7 @@ class _Keyframe:
     future: Future | None = None
     weights: dict[str, torch.Tensor] | None = None
     result: AdaptResult | None = None
+    view_seconds: float = 0.0       # upscaling its frames to estimate their motion on (main thread)
 
     def __post_init__(self) -> None:
         self.index, self.time = self.windows[0].centre.index, self.windows[0].centre.time
@@ -246,8 +248,8 @@ class Enhancer:
             return
         # the network's input is stacked here (its filter cache is not shared across threads);
         # the neighbours' motion is estimated in the adaptation job
-        data = [(self.network.adaptation_window(frames), frames)
-                for frames in ([f.rgb for f in w.items] for w in key.windows)]
+        frame_lists = [[f.rgb for f in w.items] for w in key.windows]
+        data = [(self.network.adaptation_window(frames), frames) for frames in frame_lists]
         key.windows = []
         known = self.known_adaptations.get(key.index)
         if known is not None:                   # decided before a resumed job was interrupted
@@ -259,6 +261,11 @@ class Enhancer:
             return
         if self.on_stage:
             self.on_stage("adapting")
+        t0 = time.perf_counter()
+        views = self._motion_views(frame_lists) if self.adapt_config.neighbours else [None] * len(data)
+        key.view_seconds = time.perf_counter() - t0
+        self.stats.seconds["adaptation"] += key.view_seconds
+        data = [(stack, frames, v) for (stack, frames), v in zip(data, views)]
         if not self.adapt_thread:
             key.future = _done(self._adapt_job(key, data))
         else:
@@ -266,7 +273,26 @@ class Enhancer:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vsrft-adapt")
             key.future = self._pool.submit(self._adapt_job, key, data)
 
-    def _adapt_job(self, key: _Keyframe, data: list[tuple[np.ndarray, list[np.ndarray]]]) -> None:
+    def _motion_views(self, windows: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
+        """Per window, its frames' `motion_view`s: the network's output (current weights) at twice
+        the LR size, where aliasing no longer misleads the motion estimate. Each distinct frame is
+        upscaled once, in a window of its distinct neighbours in stream order (clamped at the ends).
+        Runs on the inference thread: the network's input filter cache is not shared."""
+        order: list[np.ndarray] = []
+        position: dict[int, int] = {}
+        for frames in windows:
+            for f in frames:
+                if id(f) not in position:
+                    position[id(f)] = len(order)
+                    order.append(f)
+        half = self.network.frames // 2
+        views = []
+        for i, f in enumerate(order):
+            around = [order[min(max(j, 0), len(order) - 1)] for j in range(i - half, i + half + 1)]
+            views.append(motion_view(self.network.infer(around), f.shape[:2], MOTION_RESOLUTION))
+        return [[views[position[id(f)]] for f in frames] for frames in windows]
+
+    def _adapt_job(self, key: _Keyframe, data: list[tuple[np.ndarray, list[np.ndarray], list | None]]) -> None:
         """Runs in the adaptation thread (or in line with --adapt-sync). Jobs run one at a time, in
         stream order, so each starts from the weights the previous one decided."""
         t0 = time.perf_counter()
@@ -276,8 +302,9 @@ class Enhancer:
         cfg = self.adapt_config
         if self.adapt_sync:   # deterministic: the step budget only, never the clock
             cfg = replace(cfg, seconds=math.inf)
-        windows = [TrainingWindow.from_frames(stack, frames, cfg.neighbours) for stack, frames in data]
-        motion_seconds = time.perf_counter() - t0
+        windows = [TrainingWindow.from_frames(stack, frames, cfg.neighbours, views, MOTION_RESOLUTION)
+                   for stack, frames, views in data]
+        motion_seconds = time.perf_counter() - t0 + key.view_seconds
         state, result = finetune(module, windows, self.degradation, self.network.info.scale, cfg,
                                  frame_index=key.index, time_s=key.time)
         result.seconds += motion_seconds

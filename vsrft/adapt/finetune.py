@@ -109,13 +109,15 @@ class TrainingWindow:
     motions: np.ndarray | None = None       # (K, 2, 3): affine from each neighbour's pixels to the centre's; NaN: none
 
     @classmethod
-    def from_frames(cls, stack: np.ndarray, frames: list[np.ndarray], neighbours: bool) -> "TrainingWindow":
+    def from_frames(cls, stack: np.ndarray, frames: list[np.ndarray], neighbours: bool,
+                    views: list[np.ndarray] | None = None, resolution: float = 1) -> "TrainingWindow":
         """stack: `Network.adaptation_window(frames)`; frames: the window's (h, w, 3) RGB frames,
-        centre in the middle. Estimates the neighbours' motion when `neighbours`."""
+        centre in the middle. Estimates the neighbours' motion when `neighbours`, on `views`
+        (see `window_motions`) when given."""
         if not neighbours or len(frames) < 2:
             return cls(stack)
         c = len(frames) // 2
-        motions = window_motions(frames, c)
+        motions = window_motions(frames, c, views, resolution)
         keep = [i for i in range(len(frames)) if i != c and np.isfinite(motions[i]).all()]
         if not keep:
             return cls(stack)

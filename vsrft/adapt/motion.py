@@ -4,8 +4,12 @@ A neighbour frame y_k sees the same scene as the centre frame y_t through a smal
 motion. With an affine W_k from y_k's pixels to y_t's, the centre's HR output x_t must also
 explain the neighbour: A W_k x_t = y_k. The neighbours sample the scene at other sub-pixel
 phases, so this constrains what the centre frame alone cannot (A's null space). The motion is
-estimated on the LR frames (ECC, affine), which is accurate to a few hundredths of an LR pixel
-where the scene moves as a whole; what moves otherwise is masked out by the loss.
+estimated by ECC (affine) from a phase-correlation start, on the network's own output at twice
+the LR resolution where the caller has it (`motion_view`), else on the LR frames. LR frames alias
+fine texture, and aliasing changes with the sub-pixel phase that the motion is made of: on a
+wood-grain sequence LR ECC aligned 2 of 20 frame pairs, and on a heron photo its warps matched
+the ground truth to 37 dB against 46 dB from the output. What moves otherwise than the scene as a
+whole is masked out by the loss.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+MOTION_RESOLUTION = 2       # motion is estimated on the network's output at this multiple of the LR size
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
@@ -25,45 +30,61 @@ def luma(rgb: np.ndarray) -> np.ndarray:
     return rgb @ _LUMA
 
 
-def global_motion(centre: np.ndarray, other: np.ndarray, *, max_shift: float = 0.25,
+def global_motion(centre: np.ndarray, other: np.ndarray, *, resolution: float = 1, max_shift: float = 0.25,
                   iterations: int = 100) -> np.ndarray | None:
-    """(2, 3) affine taking `other`'s pixel coordinates to `centre`'s, or None when the frames
+    """(2, 3) affine taking `other`'s LR pixel coordinates to `centre`'s, or None when the frames
     do not align as a whole (ECC did not converge, or the motion is implausibly large).
 
-    centre, other: (h, w) float32 luma. max_shift: largest translation as a fraction of the
-    frame's smaller side. Coarse to fine (halving while the smaller side is >= 64), so that
-    motions of several pixels converge too.
+    centre, other: (h, w) float32 luma at `resolution` times the LR frames' size (see
+    `motion_view`). max_shift: largest translation as a fraction of the frame's smaller side.
+    Phase correlation finds the translation, which starts ECC: motions of several pixels converge,
+    over periodic texture too, where ECC from no motion (even coarse to fine) fell into the wrong period.
     """
-    pyramid = [(centre, other)]
-    while min(pyramid[-1][0].shape) >= 64 and len(pyramid) < 4:
-        pyramid.append((cv2.pyrDown(pyramid[-1][0]), cv2.pyrDown(pyramid[-1][1])))
-    warp = np.eye(2, 3, dtype=np.float32)
+    window = cv2.createHanningWindow(centre.shape[::-1], cv2.CV_64F)
+    # phaseCorrelate writes into float32 inputs when given a window (OpenCV 5): float64 copies
+    (dx, dy), _ = cv2.phaseCorrelate(other.astype(np.float64), centre.astype(np.float64), window)
+    warp = np.array([[1, 0, dx], [0, 1, dy]], np.float32)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iterations, 1e-6)
-    for level, (a, b) in reversed(list(enumerate(pyramid))):
-        try:
-            _, warp = cv2.findTransformECC(b, a, warp, cv2.MOTION_AFFINE, criteria, None, 3)
-        except cv2.error:
-            return None
-        if level:       # to the next finer level (pyrDown's pixel j is centred on pixel 2j)
-            warp = warp.copy()
-            warp[:, 2] *= 2
+    try:
+        _, warp = cv2.findTransformECC(other, centre, warp, cv2.MOTION_AFFINE, criteria, None, 3)
+    except cv2.error:
+        return None
     if not np.isfinite(warp).all():
         return None
-    linear = warp[:, :2] - np.eye(2, dtype=np.float32)
-    if np.abs(linear).max() > 0.1 or np.abs(warp[:, 2]).max() > max_shift * min(centre.shape):
+    linear = warp[:, :2].astype(np.float64)
+    # view pixel centre j is LR coordinate (j - c) / r with c = (r - 1) / 2
+    c = (resolution - 1) / 2
+    shift = (warp[:, 2] - c + linear @ np.array([c, c])) / resolution
+    lr_size = min(centre.shape) / resolution
+    if np.abs(linear - np.eye(2)).max() > 0.1 or np.abs(shift).max() > max_shift * lr_size:
         return None
-    return warp
+    return np.concatenate([linear, shift[:, None]], 1).astype(np.float32)
 
 
-def window_motions(frames: list[np.ndarray], centre: int) -> np.ndarray:
+def motion_view(hr: np.ndarray, lr_shape: tuple[int, int], resolution: int = MOTION_RESOLUTION) -> np.ndarray:
+    """(3, H, W) network output in [0, 1] -> (r*h, r*w) float32 luma (0..255 scale) at `resolution`
+    times the LR size (h, w): what motion is estimated on. Twice the LR size matched the full
+    output's accuracy at a third of its ECC time."""
+    h, w = lr_shape
+    y = luma(hr) * np.float32(255)
+    size = (resolution * w, resolution * h)
+    return y if y.shape[::-1] == size else cv2.resize(y, size, interpolation=cv2.INTER_AREA)
+
+
+def window_motions(frames: list[np.ndarray], centre: int, views: list[np.ndarray] | None = None,
+                   resolution: float = 1) -> np.ndarray:
     """(len(frames), 2, 3) affines from each frame's pixels to frame `centre`'s; NaN where a
-    frame does not align, or is the centre frame itself (a window repeats frames at shot ends)."""
+    frame does not align, or is the centre frame itself (a window repeats frames at shot ends).
+
+    views: what to estimate on, one per frame (`motion_view`s at `resolution`); the LR frames'
+    luma when None."""
     out = np.full((len(frames), 2, 3), np.nan, np.float32)
-    ref = luma(frames[centre])
+    if views is None:
+        views, resolution = [luma(f) for f in frames], 1
     for i, frame in enumerate(frames):
         if i == centre or frame is frames[centre]:
             continue
-        warp = global_motion(ref, luma(frame))
+        warp = global_motion(views[centre], views[i], resolution=resolution)
         if warp is not None:
             out[i] = warp
     return out
