@@ -1,7 +1,8 @@
 """How much can the neighbouring frames tell? An analysis, not a product path.
 
 Each output frame x_t of the input-deblur network (`--blur S --no-adapt`) is refined to fit
-its own LR frame *and* the window's other frames through their global motion,
+its own LR frame *and* the window's other frames through their global motion (estimated, as
+the engine does, on the outputs at twice the LR size),
 min_x sum_k || M_k (A W_k x - y_k) ||^2 (k = t-2..t+2, W_t = I), by steepest descent from
 x_t, with the motion W_k and the mask M_k (inside the frame, and aligned: the neighbour's
 residual at most `--tolerance` code values above the centre's) exactly as the fine-tuner's
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality_adapt import CASES, EXTRA_CASES, footage, sequence_set  # noqa: E402
 from vsrft.adapt import AdaptConfig  # noqa: E402
-from vsrft.adapt.motion import hr_sampling_grid, window_motions  # noqa: E402
+from vsrft.adapt.motion import MOTION_RESOLUTION, chain_motions, hr_sampling_grid, motion_between, motion_view  # noqa: E402
 from vsrft.degradation import Degradation, degrade_torch  # noqa: E402
 from vsrft.engine import Enhancer  # noqa: E402
 from vsrft.metrics.fidelity import psnr_y  # noqa: E402
@@ -41,11 +42,13 @@ def _uint8(x: torch.Tensor) -> np.ndarray:
     return (x[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
 
 
-def refine(x: torch.Tensor, lr: list[np.ndarray], t: int, op: Degradation, iterations: int,
-           tolerance: float, radius: int = 2) -> torch.Tensor:
-    """x: (1, 3, H, W) output for frame t -> the same, fitted to frames t-radius..t+radius."""
+def refine(x: torch.Tensor, lr: list[np.ndarray], chain: list[np.ndarray | None], t: int, op: Degradation,
+           iterations: int, tolerance: float, radius: int = 2) -> torch.Tensor:
+    """x: (1, 3, H, W) output for frame t -> the same, fitted to frames t-radius..t+radius, whose
+    motion comes from `chain` (`chain_motions` on the outputs' views, as the engine does)."""
     lo, hi = max(0, t - radius), min(len(lr), t + radius + 1)
-    motions = window_motions(lr[lo:hi], t - lo)
+    motions = [np.full((2, 3), np.nan) if k == t else motion_between(chain, k, t) for k in range(lo, hi)]
+    motions = [np.full((2, 3), np.nan) if m is None else m for m in motions]
     h, w = x.shape[-2:]
     y_t = _chw(lr[t])
     centre_level = F.avg_pool2d((degrade_torch(x, op) - y_t).abs().mean(1, keepdim=True), 3, 1, 1)
@@ -110,7 +113,10 @@ def main() -> None:
             scores = {name: float(np.mean([psnr_y(o, g, border=scale) for o, g in zip(out, gt)]))
                       for name, out in outs.items()}
             deblurred = outs["input deblur"]
-            fitted = [_uint8(refine(_chw(x), lr, t, op, args.iterations, args.tolerance))
+            views = [motion_view(x.transpose(2, 0, 1).astype(np.float32) / 255, f.shape[:2])
+                     for x, f in zip(deblurred, lr)]
+            chain = chain_motions(views, MOTION_RESOLUTION)
+            fitted = [_uint8(refine(_chw(x), lr, chain, t, op, args.iterations, args.tolerance))
                       for t, x in enumerate(deblurred)]
             scores["multi-frame fit"] = float(np.mean([psnr_y(o, g, border=scale) for o, g in zip(fitted, gt)]))
             for name, v in scores.items():

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from helpers import SAMPLE, decoded_rgb, vsrft
 from vsrft.adapt import AdaptConfig, TrainingWindow, finetune
-from vsrft.adapt.motion import motion_view
+from vsrft.adapt.motion import global_motion, motion_view
 from vsrft.adapt.finetune import consistency_loss, sample_crops
 from vsrft.degradation import (Degradation, degrade, degrade_torch, gaussian_matrix, lr_deblur_taps, project,
                                resize)
@@ -118,23 +118,23 @@ def test_diverging_learning_rate_is_caught_and_reverted(tiny_model, sample_frame
     assert all(torch.equal(before[k], v) for k, v in enh.weights.items())
 
 
-def test_motion_views_upscale_each_distinct_frame_once_at_twice_the_lr_size(tiny_model, sample_frames) -> None:
+def test_window_motions_upscale_each_distinct_frame_once_and_chain(tiny_model, sample_frames) -> None:
     enh = Enhancer(model=str(tiny_model), adapt=False)
     frames = sample_frames[:6]
     pad = [frames[0]] * 2 + frames + [frames[-1]] * 2      # a shot's first and last windows repeat frames
     windows = [pad[i:i + 5] for i in range(len(frames))]
     infer, calls = enh.network.infer, []
     enh.network.infer = lambda window, *rest: calls.append(window) or infer(window, *rest)
-    views = enh._motion_views(windows)
+    motions = enh._window_motions(windows)
     assert len(calls) == len(frames)
+    assert [m.shape for m in motions] == [(5, 2, 3)] * len(frames)
+    assert np.isnan(motions[0][:3]).all() and np.isnan(motions[-1][2:]).all()   # the centre and its repeats
+    assert np.isfinite(motions[2]).sum() == 4 * 6                                # the camera pans
+    # frame 3 -> frame 2 is estimated on the network's output for each frame's own window
     h, w = frames[0].shape[:2]
-    for window, window_views in zip(windows, views):
-        assert [v.shape for v in window_views] == [(2 * h, 2 * w)] * 5
-        by_frame = {id(f): v for f, v in zip(window, window_views)}
-        assert all(by_frame[id(f)] is v for f, v in zip(window, window_views))
-    # each view is the network's output for the frame's own window, as inference will see it
-    for i in (0, 2, 5):
-        np.testing.assert_allclose(views[i][2], motion_view(infer(windows[i]), (h, w)), atol=1e-3)
+    views = [motion_view(infer(windows[i]), (h, w)) for i in (2, 3)]
+    direct = global_motion(views[0], views[1], resolution=2)
+    np.testing.assert_allclose(motions[2][3], direct, atol=1e-3)
 
 
 def test_hot_swapped_session_equals_pytorch(tiny_model, sample_frames) -> None:

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from helpers import SAMPLE, decoded_rgb
 from vsrft.adapt.finetune import TrainingWindow
-from vsrft.adapt.motion import global_motion, hr_sampling_grid, luma, motion_view, window_motions
+from vsrft.adapt.motion import (chain_motions, global_motion, hr_sampling_grid, luma, motion_between,
+                                motion_view, window_motions)
 from vsrft.degradation import Degradation, degrade, degrade_torch
 
 SCALE = 4
@@ -102,6 +103,19 @@ def test_motion_estimated_on_a_view_at_twice_the_lr_size_is_in_lr_pixels() -> No
     assert warp is not None
     assert np.abs(warp[:, :2] - truth[:, :2]).max() < 0.003
     assert np.abs(warp[:, 2] - truth[:, 2]).max() < 0.04         # LR pixels (a view's pixel is 0.5)
-    frames = [degrade(f, Degradation(SCALE)).astype(np.uint8) for f in (moved, hr)]
-    motions = window_motions(frames, 1, views[::-1], resolution=2)
-    assert np.abs(motions[0] - warp).max() < 1e-6 and np.isnan(motions[1]).all()
+
+
+def test_chained_motions_compose_to_the_direct_estimate() -> None:
+    # the engine estimates consecutive frames only and composes the rest; both directions
+    hr = _scene()
+    path = [_camera(hr, 3.0 * i, -2.0 * i, angle=0.2 * i) for i in range(3)]
+    views = [motion_view(f.transpose(2, 0, 1) / 255, (hr.shape[0] // SCALE, hr.shape[1] // SCALE)) for f in path]
+    chain = chain_motions(views, 2)
+    assert len(chain) == 2 and all(m is not None for m in chain)
+    direct = global_motion(views[0], views[2], resolution=2)
+    composed = motion_between(chain, 2, 0)
+    assert np.abs(composed - direct).max() < 0.03
+    back = np.vstack([motion_between(chain, 0, 2), [0, 0, 1]]) @ np.vstack([composed, [0, 0, 1]])
+    assert np.abs(back - np.eye(3)).max() < 1e-5
+    assert np.abs(motion_between(chain, 1, 0) - chain[0]).max() < 1e-6
+    assert motion_between([chain[0], None], 2, 0) is None

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from vsrft.adapt import AdaptConfig, AdaptResult, KeyframePolicy, TrainingWindow, finetune
-from vsrft.adapt.motion import MOTION_RESOLUTION, motion_view
+from vsrft.adapt.motion import MOTION_RESOLUTION, chain_motions, motion_between, motion_view
 from vsrft.degradation import Degradation, lr_deblur_taps, project
 from vsrft.errors import VsrftError
 from vsrft.frame import Frame
@@ -74,7 +74,7 @@ class _Keyframe:
     future: Future | None = None
     weights: dict[str, torch.Tensor] | None = None
     result: AdaptResult | None = None
-    view_seconds: float = 0.0       # upscaling its frames to estimate their motion on (main thread)
+    motion_seconds: float = 0.0     # estimating its frames' motion (on the inference thread)
 
     def __post_init__(self) -> None:
         self.index, self.time = self.windows[0].centre.index, self.windows[0].centre.time
@@ -262,10 +262,10 @@ class Enhancer:
         if self.on_stage:
             self.on_stage("adapting")
         t0 = time.perf_counter()
-        views = self._motion_views(frame_lists) if self.adapt_config.neighbours else [None] * len(data)
-        key.view_seconds = time.perf_counter() - t0
-        self.stats.seconds["adaptation"] += key.view_seconds
-        data = [(stack, frames, v) for (stack, frames), v in zip(data, views)]
+        motions = self._window_motions(frame_lists) if self.adapt_config.neighbours else [None] * len(data)
+        key.motion_seconds = time.perf_counter() - t0
+        self.stats.seconds["adaptation"] += key.motion_seconds
+        data = [(stack, frames, m) for (stack, frames), m in zip(data, motions)]
         if not self.adapt_thread:
             key.future = _done(self._adapt_job(key, data))
         else:
@@ -273,11 +273,15 @@ class Enhancer:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vsrft-adapt")
             key.future = self._pool.submit(self._adapt_job, key, data)
 
-    def _motion_views(self, windows: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
-        """Per window, its frames' `motion_view`s: the network's output (current weights) at twice
-        the LR size, where aliasing no longer misleads the motion estimate. Each distinct frame is
-        upscaled once, in a window of its distinct neighbours in stream order (clamped at the ends).
-        Runs on the inference thread: the network's input filter cache is not shared."""
+    def _window_motions(self, windows: list[list[np.ndarray]]) -> list[np.ndarray]:
+        """Per window, (frames, 2, 3) affines from each frame's LR pixels to the centre frame's
+        (NaN: the centre itself, a repeated frame, or no alignment), for the multi-frame loss.
+
+        Estimated on the network's output (current weights) at twice the LR size, where fine
+        texture no longer aliases as it does in the LR frames: each distinct frame is upscaled
+        once, in a window of its distinct neighbours in stream order (clamped at the ends), and
+        the motion is estimated between consecutive frames, then chained. Runs on the inference
+        thread: the network's input filter cache is not shared."""
         order: list[np.ndarray] = []
         position: dict[int, int] = {}
         for frames in windows:
@@ -290,9 +294,20 @@ class Enhancer:
         for i, f in enumerate(order):
             around = [order[min(max(j, 0), len(order) - 1)] for j in range(i - half, i + half + 1)]
             views.append(motion_view(self.network.infer(around), f.shape[:2], MOTION_RESOLUTION))
-        return [[views[position[id(f)]] for f in frames] for frames in windows]
+        chain = chain_motions(views, MOTION_RESOLUTION)
+        out = []
+        for frames in windows:
+            centre = frames[len(frames) // 2]
+            motions = np.full((len(frames), 2, 3), np.nan, np.float32)
+            for j, f in enumerate(frames):
+                if f is not centre:
+                    warp = motion_between(chain, position[id(f)], position[id(centre)])
+                    if warp is not None:
+                        motions[j] = warp
+            out.append(motions)
+        return out
 
-    def _adapt_job(self, key: _Keyframe, data: list[tuple[np.ndarray, list[np.ndarray], list | None]]) -> None:
+    def _adapt_job(self, key: _Keyframe, data: list[tuple[np.ndarray, list[np.ndarray], np.ndarray | None]]) -> None:
         """Runs in the adaptation thread (or in line with --adapt-sync). Jobs run one at a time, in
         stream order, so each starts from the weights the previous one decided."""
         t0 = time.perf_counter()
@@ -302,12 +317,11 @@ class Enhancer:
         cfg = self.adapt_config
         if self.adapt_sync:   # deterministic: the step budget only, never the clock
             cfg = replace(cfg, seconds=math.inf)
-        windows = [TrainingWindow.from_frames(stack, frames, cfg.neighbours, views, MOTION_RESOLUTION)
-                   for stack, frames, views in data]
-        motion_seconds = time.perf_counter() - t0 + key.view_seconds
+        windows = [TrainingWindow.from_frames(stack, frames, cfg.neighbours, motions)
+                   for stack, frames, motions in data]
         state, result = finetune(module, windows, self.degradation, self.network.info.scale, cfg,
                                  frame_index=key.index, time_s=key.time)
-        result.seconds += motion_seconds
+        result.seconds += key.motion_seconds
         key.weights = state if state is not None else start
         key.result = result
         self._latest = key.weights

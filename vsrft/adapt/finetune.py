@@ -110,14 +110,16 @@ class TrainingWindow:
 
     @classmethod
     def from_frames(cls, stack: np.ndarray, frames: list[np.ndarray], neighbours: bool,
-                    views: list[np.ndarray] | None = None, resolution: float = 1) -> "TrainingWindow":
+                    motions: np.ndarray | None = None) -> "TrainingWindow":
         """stack: `Network.adaptation_window(frames)`; frames: the window's (h, w, 3) RGB frames,
-        centre in the middle. Estimates the neighbours' motion when `neighbours`, on `views`
-        (see `window_motions`) when given."""
+        centre in the middle. With `neighbours`, the other frames whose motion is known: from
+        `motions` ((frames, 2, 3), NaN where none; the engine's, estimated on the network's
+        output), else estimated here on the LR frames."""
         if not neighbours or len(frames) < 2:
             return cls(stack)
         c = len(frames) // 2
-        motions = window_motions(frames, c, views, resolution)
+        if motions is None:
+            motions = window_motions(frames, c)
         keep = [i for i in range(len(frames)) if i != c and np.isfinite(motions[i]).all()]
         if not keep:
             return cls(stack)

@@ -71,23 +71,44 @@ def motion_view(hr: np.ndarray, lr_shape: tuple[int, int], resolution: int = MOT
     return y if y.shape[::-1] == size else cv2.resize(y, size, interpolation=cv2.INTER_AREA)
 
 
-def window_motions(frames: list[np.ndarray], centre: int, views: list[np.ndarray] | None = None,
-                   resolution: float = 1) -> np.ndarray:
-    """(len(frames), 2, 3) affines from each frame's pixels to frame `centre`'s; NaN where a
-    frame does not align, or is the centre frame itself (a window repeats frames at shot ends).
-
-    views: what to estimate on, one per frame (`motion_view`s at `resolution`); the LR frames'
-    luma when None."""
+def window_motions(frames: list[np.ndarray], centre: int) -> np.ndarray:
+    """(len(frames), 2, 3) affines from each frame's pixels to frame `centre`'s, estimated on the
+    LR frames (see `chain_motions` for the engine's estimate); NaN where a frame does not align,
+    or is the centre frame itself (a window repeats frames at shot ends)."""
     out = np.full((len(frames), 2, 3), np.nan, np.float32)
-    if views is None:
-        views, resolution = [luma(f) for f in frames], 1
+    ref = luma(frames[centre])
     for i, frame in enumerate(frames):
         if i == centre or frame is frames[centre]:
             continue
-        warp = global_motion(views[centre], views[i], resolution=resolution)
+        warp = global_motion(ref, luma(frame))
         if warp is not None:
             out[i] = warp
     return out
+
+
+def chain_motions(views: list[np.ndarray], resolution: float = 1) -> list[np.ndarray | None]:
+    """Motion between consecutive frames: item i is the affine from frame i+1's LR pixels to
+    frame i's (None where they do not align). views: one per frame in stream order
+    (`motion_view`s at `resolution`, or LR luma at 1). One estimate per frame, instead of one
+    per (window, neighbour) pair: ECC on a 640x360 view costs ~40 ms."""
+    return [global_motion(a, b, resolution=resolution) for a, b in zip(views, views[1:])]
+
+
+def motion_between(chain: list[np.ndarray | None], source: int, target: int) -> np.ndarray | None:
+    """(2, 3) affine from frame `source`'s LR pixels to frame `target`'s, composed along `chain`
+    (see `chain_motions`); None where a link is missing."""
+    if source > target:     # target <- target+1 <- ... <- source: chain[target] ... chain[source-1]
+        links = [(chain[i], False) for i in range(target, source)]
+    else:                   # target <- target-1 <- ... <- source: inverses of chain[target-1] ... chain[source]
+        links = [(chain[i], True) for i in range(target - 1, source - 1, -1)]
+    total = np.eye(3)
+    for link, inverse in links:
+        if link is None:
+            return None
+        m = np.eye(3)
+        m[:2] = link
+        total = total @ (np.linalg.inv(m) if inverse else m)
+    return total[:2].astype(np.float32)
 
 
 def hr_crop_theta(motion: np.ndarray, scale: int, offset: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
