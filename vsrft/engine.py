@@ -246,8 +246,8 @@ class Enhancer:
         key, self._collecting = self._collecting, None
         if key is None:
             return
-        # the network's input is stacked here (its filter cache is not shared across threads);
-        # the neighbours' motion is estimated in the adaptation job
+        # the network's input is stacked, and the neighbours' motion estimated on its output, here
+        # (its filter cache is not shared across threads)
         frame_lists = [[f.rgb for f in w.items] for w in key.windows]
         data = [(self.network.adaptation_window(frames), frames) for frames in frame_lists]
         key.windows = []
