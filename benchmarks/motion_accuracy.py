@@ -1,11 +1,12 @@
 """How well does the multi-frame loss's motion explain the ground truth? LR frames vs the network's output.
 
 For frame pairs (t, t+-1), (t, t+-2) of each held-out sequence, the affine motion is estimated
-as the fine-tuner would: directly on the LR frames' luma (`window_motions`, what the engine did
-before), and as the engine does now, on the `motion_view` of the input-deblur network's output
-(`--blur S --no-adapt`, the weights an adaptation starts from) at twice the LR size, between
-consecutive frames, chained (`chain_motions`, `motion_between`). Each motion then
-warps the *ground-truth* HR frame t into frame k's view (`hr_sampling_grid`, bicubic); the PSNR
+as the fine-tuner would: pair by pair on the LR frames' luma (`global_motion`, as the
+LR-only fallback `window_motions` does; before the output views the engine did this too, but
+with ECC started from no motion, coarse to fine), and as the engine does now, on the
+`motion_view` of the input-deblur network's output (`--blur S --no-adapt`, the weights an
+adaptation starts from) at twice the LR size, between consecutive frames, chained
+(`chain_motions`, `motion_between`). Each motion then warps the *ground-truth* HR frame t into frame k's view (`hr_sampling_grid`, bicubic); the PSNR
 against ground-truth frame k, away from the borders, measures the motion (a motion model that
 misses moving objects or parallax caps it too). Pairs where ECC fails or the motion is
 implausible are counted as not aligned.

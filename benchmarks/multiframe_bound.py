@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality_adapt import CASES, EXTRA_CASES, footage, sequence_set  # noqa: E402
 from vsrft.adapt import AdaptConfig  # noqa: E402
+from vsrft.adapt.finetune import aligned_pixels  # noqa: E402
 from vsrft.adapt.motion import MOTION_RESOLUTION, chain_motions, hr_sampling_grid, motion_between, motion_view  # noqa: E402
 from vsrft.degradation import Degradation, degrade_torch  # noqa: E402
 from vsrft.engine import Enhancer  # noqa: E402
@@ -51,19 +52,16 @@ def refine(x: torch.Tensor, lr: list[np.ndarray], chain: list[np.ndarray | None]
     motions = [np.full((2, 3), np.nan) if m is None else m for m in motions]
     h, w = x.shape[-2:]
     y_t = _chw(lr[t])
-    centre_level = F.avg_pool2d((degrade_torch(x, op) - y_t).abs().mean(1, keepdim=True), 3, 1, 1)
-    terms = [(None, y_t, torch.ones_like(centre_level))]
+    d_t = degrade_torch(x, op) - y_t
+    terms = [(None, y_t, torch.ones_like(d_t[:, :1]))]
     for i, motion in enumerate(motions):
         if not np.isfinite(motion).all():
             continue
         grid = hr_sampling_grid(motion, op.scale, (0, 0), (h, w))[None]
         y_k = _chw(lr[lo + i])
         with torch.no_grad():
-            inside = degrade_torch(F.grid_sample(torch.ones(1, 1, h, w), grid, mode="bilinear",
-                                                 padding_mode="zeros", align_corners=False), op) > 0.999
             d = degrade_torch(F.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False), op) - y_k
-            level = F.avg_pool2d(d.abs().mean(1, keepdim=True), 3, 1, 1)
-        terms.append((grid, y_k, (inside & (level < centre_level + tolerance / 255)).float()))
+            terms.append((grid, y_k, aligned_pixels(d_t, d, grid, op, tolerance).float()))
 
     def forward(z: torch.Tensor, grid: torch.Tensor | None) -> torch.Tensor:
         if grid is not None:

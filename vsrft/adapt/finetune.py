@@ -169,20 +169,30 @@ def consistency_loss(module: nn.Module, batch: CropBatch, op: Degradation, model
     warped = F.grid_sample(big, grids, mode="bicubic", padding_mode="border", align_corners=False)
     d_k = degrade_torch(warped, op) - batch.neighbours.reshape(n * k, *batch.neighbours.shape[2:])
     with torch.no_grad():
-        ones = torch.ones(n * k, 1, *hr.shape[-2:])
-        inside = degrade_torch(F.grid_sample(ones, grids, mode="bilinear", padding_mode="zeros",
-                                             align_corners=False), op) > 0.999
-        # misaligned where the neighbour's residual exceeds the centre's by the tolerance (moving objects)
-        level = F.avg_pool2d(d.abs().mean(1, keepdim=True), 3, 1, 1).repeat_interleave(k, 0)
-        level_k = F.avg_pool2d(d_k.abs().mean(1, keepdim=True), 3, 1, 1)
-        aligned = level_k < level + cfg.align_tolerance / 255
-        mask = (inside & aligned & batch.valid.reshape(n * k, 1, 1, 1)).float()
+        aligned = aligned_pixels(d.repeat_interleave(k, 0), d_k, grids, op, cfg.align_tolerance)
+        mask = (aligned & batch.valid.reshape(n * k, 1, 1, 1)).float()
     error_k = _inner(_weighted_error(d_k, op, cfg) * mask, cfg.margin)
     centre = _inner(error, cfg.margin)
     if part == "neighbours":            # NaN when no neighbour pixel aligns
         return error_k.sum() / _inner(mask, cfg.margin).sum()
     count = centre.numel() + _inner(mask, cfg.margin).sum()
     return (centre.sum() + error_k.sum()) / count + null
+
+
+def aligned_pixels(d: torch.Tensor, d_k: torch.Tensor, grids: torch.Tensor, op: Degradation,
+                   tolerance: float) -> torch.Tensor:
+    """(M, 1, h, w) bool: the neighbour's LR pixels the multi-frame loss counts.
+
+    d, d_k: (M, 3, h, w) LR residuals of the centre frame and of the neighbour (through the warp);
+    grids: (M, H, W, 2) the warps. A pixel counts where the warp stays inside the centre's HR
+    frame, and where the neighbour's residual (3x3 mean) is at most `tolerance` code values above
+    the centre's: beyond that, the global motion does not explain it (moving objects)."""
+    ones = torch.ones(grids.shape[0], 1, *grids.shape[1:3])
+    inside = degrade_torch(F.grid_sample(ones, grids, mode="bilinear", padding_mode="zeros",
+                                         align_corners=False), op) > 0.999
+    level = F.avg_pool2d(d.abs().mean(1, keepdim=True), 3, 1, 1)
+    level_k = F.avg_pool2d(d_k.abs().mean(1, keepdim=True), 3, 1, 1)
+    return inside & (level_k < level + tolerance / 255)
 
 
 def _weighted_error(d: torch.Tensor, op: Degradation, cfg: AdaptConfig) -> torch.Tensor:
