@@ -15,6 +15,7 @@ from helpers import SAMPLE, decoded_rgb, vsrft
 from vsrft.adapt import AdaptConfig, TrainingWindow, finetune
 from vsrft.adapt.motion import global_motion, motion_view
 from vsrft.adapt.finetune import consistency_loss, sample_crops
+from vsrft.adapt.optimizer import SGD, Adam
 from vsrft.degradation import (Degradation, degrade, degrade_torch, gaussian_matrix, lr_deblur_taps, project,
                                resize)
 from vsrft.cli import build_parser, make_enhancer
@@ -135,6 +136,29 @@ def test_window_motions_upscale_each_distinct_frame_once_and_chain(tiny_model, s
     views = [motion_view(infer(windows[i]), (h, w)) for i in (2, 3)]
     direct = global_motion(views[0], views[1], resolution=2)
     np.testing.assert_allclose(motions[2][3], direct, atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["adam", "sgd"])
+def test_update_rules_equal_torch_optim(kind: str) -> None:
+    """The fine-tuner's own Adam and SGD (no torch._dynamo import) take torch.optim's steps exactly."""
+    def train(make) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 3, 3))
+        net[0].bias.requires_grad_(False)                     # a frozen parameter gets no step
+        params = [p for p in net.parameters() if p.requires_grad]
+        opt, x = make(params), torch.randn(2, 3, 12, 12)
+        for _ in range(6):
+            opt.zero_grad()
+            (net(x) ** 2).mean().backward()
+            opt.step()
+        return [p.detach() for p in net.parameters()]
+
+    ours, theirs = {"adam": (lambda p: Adam(p, lr=1e-2), lambda p: torch.optim.Adam(p, lr=1e-2)),
+                    "sgd": (lambda p: SGD(p, lr=1e-2), lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9))}[kind]
+    a, b = train(ours), train(theirs)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    torch.manual_seed(0)
+    assert not torch.equal(a[0], torch.nn.Conv2d(3, 8, 3).weight)        # the weights did move
 
 
 def test_hot_swapped_session_equals_pytorch(tiny_model, sample_frames) -> None:
@@ -274,9 +298,9 @@ def test_input_deblur_filters_the_network_input_but_not_the_loss_target(tiny_mod
 
 def test_models_bring_their_adaptation_defaults_and_the_caller_overrides_them() -> None:
     gan = Enhancer(model="vsrft-gan", adapt=True)
-    assert (gan.adapt_config.layers, gan.adapt_config.lr) == ("body", 3e-4)
+    assert (gan.adapt_config.layers, gan.adapt_config.lr, gan.adapt_config.steps) == ("body", 3e-4, 30)
     mse = Enhancer(model="vsrft-mse", adapt=True)
-    assert (mse.adapt_config.layers, mse.adapt_config.lr) == ("upsample", 1e-3)
+    assert (mse.adapt_config.layers, mse.adapt_config.lr, mse.adapt_config.steps) == ("upsample", 1e-3, 40)
     told = Enhancer(model="vsrft-gan", adapt=True, adapt_config={"lr": 1e-4, "steps": 7})
     assert (told.adapt_config.layers, told.adapt_config.lr, told.adapt_config.steps) == ("body", 1e-4, 7)
     explicit = Enhancer(model="vsrft-gan", adapt=True, adapt_config=AdaptConfig(steps=3))
