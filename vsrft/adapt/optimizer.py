@@ -7,7 +7,6 @@ against torch.optim in tests/test_adapt.py.
 """
 from __future__ import annotations
 
-
 import torch
 
 
