@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 MOTION_RESOLUTION = 2       # motion is estimated on the network's output at this multiple of the LR size
 # ECC iterations on the output views: from the phase-correlation start 20 reach what 100 did
-# (ground-truth warp PSNR 39.87 against 39.82 dB on the benchmark set, 43.49 against 43.48 on
+# (ground-truth warp PSNR 39.87 against 39.82 dB on the benchmark set, 43.49 against 43.49 on
 # the third) at 57 against 81 ms per 640x360 pair on the speed clip. Not on LR frames: there a
 # capped ECC returns a wrong motion where 100 iterations diverge and are rejected (Wood: 9 of
 # 20 pairs "aligned" at 23.8 dB).
