@@ -39,7 +39,7 @@ _LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 class AdaptConfig:
     steps: int = 40                 # step budget per keyframe
     seconds: float = 8.0            # time budget per keyframe
-    lr: float = 1e-3
+    lr: float = 5e-4                # 1e-3 overshot early: matched footage lost up to 0.11 dB (docs/adaptation.md)
     optimizer: str = "adam"         # "adam" or "sgd" (the paper's SGD 0.01, momentum 0.9, summed loss)
     batch: int = 8
     patch: int = 48                 # LR crop side
