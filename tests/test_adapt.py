@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -159,6 +162,23 @@ def test_update_rules_equal_torch_optim(kind: str) -> None:
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     torch.manual_seed(0)
     assert not torch.equal(a[0], torch.nn.Conv2d(3, 8, 3).weight)        # the weights did move
+
+
+def test_fine_tuning_does_not_import_torch_dynamo(tiny_model) -> None:
+    """torch.optim's first optimizer imports torch._dynamo (1-1.6 s inside the first keyframe)."""
+    code = (f"import sys, numpy as np\n"
+            f"from vsrft.adapt import AdaptConfig, finetune\n"
+            f"from vsrft.degradation import Degradation\n"
+            f"from vsrft.engine import Enhancer\n"
+            f"enh = Enhancer(model={str(tiny_model)!r}, adapt=False)\n"
+            f"frames = [np.random.default_rng(i).integers(0, 256, (24, 32, 3), np.uint8) for i in range(5)]\n"
+            f"data = [enh.network.adaptation_window(frames)] * 3\n"
+            f"_, res = finetune(enh.network.module, data, Degradation(4), 4, AdaptConfig(steps=2, patch=16, batch=2))\n"
+            f"assert res.steps == 2, res.reason\n"
+            f"print('torch._dynamo' in sys.modules)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "False"
 
 
 def test_hot_swapped_session_equals_pytorch(tiny_model, sample_frames) -> None:

@@ -10,8 +10,18 @@ from __future__ import annotations
 import torch
 
 
-class Adam:
-    """torch.optim.Adam(params, lr, betas=(0.9, 0.999), eps=1e-8): the moments are its state."""
+class _UpdateRule:
+    params: list[torch.nn.Parameter]
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+
+class Adam(_UpdateRule):
+    """torch.optim.Adam(params, lr, betas=(0.9, 0.999), eps=1e-8): the moments are its state.
+    One step count for all parameters (torch.optim counts per parameter that had a gradient:
+    the same when every trainable parameter gets one each step, as in the fine-tuner)."""
 
     def __init__(self, params: list[torch.nn.Parameter], lr: float, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8) -> None:
@@ -33,12 +43,8 @@ class Adam:
             v.mul_(beta2).addcmul_(p.grad, p.grad.conj(), value=1 - beta2)
             p.addcdiv_(m, (v.sqrt() / correction2_sqrt).add_(self.eps), value=-step_size)
 
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
 
-
-class SGD:
+class SGD(_UpdateRule):
     """torch.optim.SGD(params, lr, momentum): the paper's optimiser (0.01, 0.9 on a summed loss)."""
 
     def __init__(self, params: list[torch.nn.Parameter], lr: float, momentum: float = 0.9) -> None:
@@ -56,7 +62,3 @@ class SGD:
             else:
                 buf.mul_(self.momentum).add_(p.grad)
             p.add_(buf, alpha=-self.lr)
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
