@@ -66,9 +66,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                         "(by default it is undone, so the network sees the input it was trained on)")
     p.add_argument("--adapt-every", type=float, default=None, metavar="SECONDS",
                    help="adapt again every SECONDS inside long shots (default: once per shot)")
-    p.add_argument("--adapt-steps", type=int, default=None, help="step budget per keyframe")
+    p.add_argument("--adapt-steps", type=int, default=None, help="step budget per keyframe (default: the model's; --report records the settings used)")
     p.add_argument("--adapt-seconds", type=float, default=None, help="time budget per keyframe")
-    p.add_argument("--adapt-lr", type=float, default=None, help="fine-tuning learning rate")
+    p.add_argument("--adapt-lr", type=float, default=None, help="fine-tuning learning rate (default: the model's; --report records the settings used)")
     p.add_argument("--single-frame-loss", dest="multi_frame_loss", action="store_false", default=True,
                    help="fit each output to its own LR frame only (by default it must also explain the "
                         "neighbouring frames where they align under a global motion)")

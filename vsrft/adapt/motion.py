@@ -8,8 +8,8 @@ estimated by ECC (affine) from a phase-correlation start, on the network's own o
 the LR resolution where the caller has it (`motion_view`), else on the LR frames. LR frames alias
 fine texture, and aliasing changes with the sub-pixel phase that the motion is made of: on a
 wood-grain sequence LR ECC aligned 2 of 20 frame pairs, and on a heron photo its warps matched
-the ground truth to 39 dB against 46 dB from the output (`benchmarks/motion_accuracy.py`). What moves otherwise than the scene as a
-whole is masked out by the loss.
+the ground truth to 39 dB against 46 dB from the output (`benchmarks/motion_accuracy.py`).
+What moves otherwise than the scene as a whole is masked out by the loss.
 """
 from __future__ import annotations
 
