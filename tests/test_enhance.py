@@ -5,6 +5,7 @@ the file handling under test is the same for every model.
 """
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -273,7 +274,11 @@ def _bad_cases():
         "output not writable": in_proc,
         "unknown codec": simple(mp4, "out.mp4", "--codec", "nosuchcodec"),
         "audio codec": simple(mp4, "out.mp4", "--codec", "aac"),
-        "codec the container cannot hold": simple(mp4, "out.webm"),
+        "codec the container cannot hold": simple(mp4, "out.webm", "--codec", "libx264"),
+        "unknown encoder option": simple(mp4, "out.mp4", "--encoder-opt", "nosuchoption=1"),
+        "encoder option without a value": simple(mp4, "out.mp4", "--encoder-opt", "tune"),
+        "bitrate and crf": simple(mp4, "out.mp4", "--bitrate", "2M", "--crf", "20"),
+        "bad bitrate": simple(mp4, "out.mp4", "--bitrate", "fast"),
         "unknown container": simple(mp4, "out.nosuchext"),
         "encoder rejects the settings": simple(mp4, "out.mp4", "--crf", "-5"),
         "pixel format the encoder lacks": simple(mp4, "out.mp4", "--pix-fmt", "nosuchfmt"),
@@ -358,6 +363,96 @@ def test_usage_mistakes_are_one_line(tmp_path, args: list[str]) -> None:
     run = vsrft(*args)
     assert_one_line_error(run)
     assert "--help" in run.stderr_lines[0]
+
+
+# ---------------------------------------------------------------- output permissions (issue 16)
+
+def _umask_run(mask: int, *args: object) -> Run:
+    """The real `vsrft` command started with this umask."""
+    proc = subprocess.run([sys.executable, "-m", "vsrft", *map(str, args)], capture_output=True, text=True,
+                          env=cli_env(), timeout=300, stdin=subprocess.DEVNULL, preexec_fn=lambda: os.umask(mask))
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_output_permissions_follow_the_umask(tmp_path, clip, tiny_model, mask: int, mode: int) -> None:
+    """Every output is created as ffmpeg creates its own, 0666 less the umask (not mkstemp's 0600),
+    and still appears only when complete."""
+    outs = {"enhance": tmp_path / "up.mp4", "degrade": tmp_path / "down.mkv", "compare": tmp_path / "cmp",
+            "api": tmp_path / "api.mkv"}
+    for run in (_umask_run(mask, "enhance", clip("mp4"), outs["enhance"], "--model", tiny_model, *FAST, "-q"),
+                _umask_run(mask, "degrade", clip("mp4"), outs["degrade"]),
+                _umask_run(mask, "compare", clip("mp4"), "--out", outs["compare"], "--model", tiny_model, *FAST,
+                           "--frames", "2", "-q")):
+        assert run.returncode == 0, run.stderr
+    from vsrft import enhance
+
+    old = os.umask(mask)
+    try:
+        enhance(clip("mp4"), outs["api"], model=str(tiny_model), adapt=False)
+    finally:
+        os.umask(old)
+    files = [outs["enhance"], outs["degrade"], outs["api"], *sorted(outs["compare"].iterdir())]
+    assert len(files) >= 6
+    assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {f.name: oct(mode) for f in files}
+    assert leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------- encoding options (issue 16)
+
+def _x264_settings(path: Path) -> str:
+    """The settings string x264 writes into its stream (an SEI), e.g. "... rc=abr ... bitrate=300 ..."."""
+    data = path.read_bytes()
+    start = data.index(b"x264 - core")
+    return data[start:data.index(b"\x00", start)].decode("ascii", "replace")
+
+
+def test_codec_follows_the_container(enhanced, clip) -> None:
+    """Without --codec, .webm gets VP9 (libx264 cannot go there), .mkv/.mov/.mp4/.avi H.264."""
+    import av
+
+    for ext, codec in (("webm", "vp9"), ("mkv", "h264"), ("mov", "h264"), ("avi", "h264")):
+        run, out = enhanced(clip("mp4"), ext)
+        ok(run, out)
+        with av.open(str(out)) as c:
+            assert c.streams.video[0].codec_context.name == codec, ext
+        assert len(probe(out).times) == len(probe(clip("mp4")).times)
+
+
+def test_encoder_options_and_bitrate(enhanced, clip) -> None:
+    """--encoder-opt reaches the encoder (tune=film, x264-params); --bitrate switches x264 to a target rate."""
+    run, out = enhanced(clip("mp4"), "mp4", "--bitrate", "300k", "--encoder-opt", "tune=film",
+                        "--encoder-opt", "x264-params=keyint=7")
+    ok(run, out)
+    settings = _x264_settings(out)
+    assert "rc=abr" in settings and "bitrate=300" in settings and " keyint=7" in settings
+    assert "psy_rd=1.00:0.15" in settings and "deblock=1:-1:-1" in settings     # what tune=film sets
+    run, out = enhanced(clip("mp4"), "mp4")
+    ok(run, out)
+    settings = _x264_settings(out)
+    assert "rc=crf" in settings and "crf=18.0" in settings and " keyint=7" not in settings
+
+
+def test_encoder_options_in_the_python_api(tmp_path, clip, tiny_model) -> None:
+    from vsrft import enhance
+    from vsrft.errors import VsrftError
+
+    out = tmp_path / "api.mp4"
+    enhance(clip("mp4"), out, model=str(tiny_model), adapt=False, bitrate="200k",
+            encoder_options={"x264-params": "keyint=5"})
+    settings = _x264_settings(out)
+    assert "rc=abr" in settings and "bitrate=200" in settings and " keyint=5" in settings
+    with pytest.raises(VsrftError, match="no option 'nosuchoption'"):
+        enhance(clip("mp4"), tmp_path / "bad.mp4", model=str(tiny_model), adapt=False,
+                encoder_options={"nosuchoption": "1"})
+    assert not (tmp_path / "bad.mp4").exists() and leftovers(tmp_path) == []
+
+
+def test_enhance_help_lists_the_encoding_options() -> None:
+    run = vsrft("enhance", "--help")
+    assert run.returncode == 0
+    for option in ("--codec", "--crf", "--bitrate", "--encoder-opt", "--preset", "--pix-fmt"):
+        assert option in run.stdout
 
 
 # ---------------------------------------------------------------- Ctrl-C

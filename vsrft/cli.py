@@ -109,6 +109,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"vsrft: error: {message} (see `{self.prog} --help`)\n")
 
 
+def _encoder_opt(text: str) -> tuple[str, str]:
+    """--encoder-opt KEY=VALUE (the value may hold further '=' and ':', as x264-params does)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip().lstrip("-"), value
+
+
+def encoding_args(args: argparse.Namespace) -> dict:
+    """enhance()'s encoding keywords from the command line: crf 18 unless a bitrate is asked for."""
+    return {"codec": args.codec, "crf": 18 if args.crf is None and args.bitrate is None else args.crf,
+            "bitrate": args.bitrate, "preset": args.preset, "pix_fmt": args.pix_fmt,
+            "encoder_options": dict(args.encoder_opt)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vsrft", description="Video super-resolution that corrects itself on the video it is given.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details (model, provider, stage times)")
@@ -118,9 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("output")
     _add_model_args(p)
-    p.add_argument("--codec", default="libx264", help="video encoder (any PyAV/FFmpeg encoder; ffv1 for lossless)")
-    p.add_argument("--crf", type=float, default=18, help="constant rate factor for x264/x265/vp9/av1 (0 = lossless x264)")
+    p.add_argument("--codec", default=None,
+                   help="video encoder (any PyAV/FFmpeg encoder; ffv1 for lossless); default from the output's "
+                        "extension: libx264 (.mp4, .mkv, .mov, .avi, ...), libvpx-vp9 for .webm")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--crf", type=float, default=None,
+                      help="constant rate factor for x264/x265/vp9/av1 (default 18; 0 = lossless x264)")
+    rate.add_argument("--bitrate", default=None, metavar="RATE",
+                      help="target bitrate instead of a constant rate factor, e.g. 2M or 800k (bits/s)")
     p.add_argument("--preset", default="veryfast", help="encoder preset (x264/x265/svt-av1)")
+    p.add_argument("--encoder-opt", action="append", default=[], metavar="KEY=VALUE", type=_encoder_opt,
+                   help="an option for the encoder, as ffmpeg's -KEY VALUE (repeatable), e.g. tune=film, "
+                        "x264-params=keyint=48, g=48; an option the encoder does not have is an error")
     p.add_argument("--pix-fmt", default=None, help="output pixel format (default yuv420p, yuv444p for odd sizes; yuv420p10le for 10-bit input)")
     p.add_argument("--resume", action="store_true",
                    help="a resumable job: checkpoint finished segments beside the output and, if an earlier run "
@@ -145,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output")
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--blur", type=float, default=0.0, metavar="SIGMA", help="Gaussian blur (HR pixels) before downsampling")
-    p.add_argument("--codec", default="libx264")
+    p.add_argument("--codec", default=None, help="video encoder; default libx264 (libvpx-vp9 for .webm)")
     p.add_argument("--crf", type=float, default=0, help="default 0: lossless x264, so only A degrades the footage")
     p.add_argument("--preset", default="veryfast")
     p.add_argument("--pix-fmt", default="yuv444p", help="default yuv444p: no chroma subsampling on top of A")
@@ -233,14 +257,13 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     from vsrft.io.encode import preflight
 
     # fail on a bad input, output or encoder setting before importing torch and loading the model
-    preflight(args.input, args.output, scale=args.scale, codec=args.codec, crf=args.crf, preset=args.preset,
-              pix_fmt=args.pix_fmt)
+    encoding = encoding_args(args)
+    preflight(args.input, args.output, scale=args.scale, **encoding)
     from vsrft.engine import enhance
     enhancer = make_enhancer(args)
     bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
     try:
-        stats = enhance(args.input, args.output, codec=args.codec, crf=args.crf, preset=args.preset,
-                        pix_fmt=args.pix_fmt, progress=bar, enhancer=enhancer, resume=args.resume)
+        stats = enhance(args.input, args.output, **encoding, progress=bar, enhancer=enhancer, resume=args.resume)
     except (KeyboardInterrupt, VsrftError):
         if args.resume:
             logging.getLogger("vsrft").warning("stopped: run the same command again to continue where it stopped")

@@ -484,8 +484,9 @@ class _Worker(threading.Thread):
             self.error = exc
 
 
-def preflight(src: str | Path, dst: str | Path, *, scale: int = 4, codec: str = "libx264",
-              crf: float | None = 18, preset: str | None = "veryfast", pix_fmt: str | None = None) -> None:
+def preflight(src: str | Path, dst: str | Path, *, scale: int = 4, codec: str | None = None,
+              crf: float | None = 18, preset: str | None = "veryfast", pix_fmt: str | None = None,
+              encoder_options: dict[str, str] | None = None, bitrate: str | int | None = None) -> None:
     """Check the input, the output path and the encoder settings before any model is loaded
     (see `vsrft.io.encode.preflight`), and the scale."""
     from vsrft.io import encode
@@ -493,16 +494,21 @@ def preflight(src: str | Path, dst: str | Path, *, scale: int = 4, codec: str = 
 
     if scale not in SUPPORTED_SCALES:
         raise VsrftError(f"scale must be one of {', '.join(map(str, SUPPORTED_SCALES))}, got {scale}")
-    encode.preflight(src, dst, scale=scale, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt)
+    encode.preflight(src, dst, scale=scale, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
+                     encoder_options=encoder_options, bitrate=bitrate)
 
 
-def enhance(src: str | Path, dst: str | Path, *, codec: str = "libx264", crf: float | None = 18,
+def enhance(src: str | Path, dst: str | Path, *, codec: str | None = None, crf: float | None = 18,
             preset: str | None = "veryfast", pix_fmt: str | None = None,
+            encoder_options: dict[str, str] | None = None, bitrate: str | int | None = None,
             progress: ProgressCallback | None = None, enhancer: Enhancer | None = None, resume: bool = False,
             segment_seconds: float = 10.0, **options: Any) -> Stats:
     """Upscale a video file into another: decode, inference (and adaptation) and encode run concurrently.
 
     `options` are `Enhancer`'s (scale, model, adapt, blur, ...), or pass a ready `enhancer`.
+    Encoding: `codec` None picks one from the output's extension (libx264, .webm: libvpx-vp9);
+    `encoder_options` go to the encoder as `--encoder-opt` does (e.g. {"tune": "film"}; an option
+    the encoder lacks is an error); `bitrate` ("2M") asks for a target bitrate instead of `crf`.
     The output appears at `dst` only when complete (written to a temporary file, renamed).
     `resume`: a resumable job (see `vsrft.io.segments`): segments of at most `segment_seconds`
     are checkpointed beside the output, and a job interrupted earlier continues where it stopped.
@@ -512,18 +518,21 @@ def enhance(src: str | Path, dst: str | Path, *, codec: str = "libx264", crf: fl
     from vsrft.io.segments import Job, SegmentWriter, fingerprint, job_folder
 
     if enhancer is None:
-        preflight(src, dst, scale=int(options.get("scale", 4)), codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt)
+        preflight(src, dst, scale=int(options.get("scale", 4)), codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
+                  encoder_options=encoder_options, bitrate=bitrate)
     source = VideoSource(src)
     try:
         enh = enhancer or Enhancer(**options)
         sink = VideoSink(dst, source, source.width * enh.scale, source.height * enh.scale,
-                         codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt)
+                         codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, options=encoder_options,
+                         bitrate=bitrate)
     except BaseException:
         source.close()
         raise
     writer: SegmentWriter | None = None
     if resume:
-        settings = {"enhancer": _settings(enh), "codec": codec, "crf": crf, "preset": preset, "pix_fmt": pix_fmt,
+        settings = {"enhancer": _settings(enh), "codec": sink.codec, "crf": crf, "preset": preset, "pix_fmt": pix_fmt,
+                    "encoder_options": sink.encoder_options, "bitrate": sink.video.codec_context.bit_rate,
                     "segment_seconds": segment_seconds}
         try:
             job = Job(job_folder(dst), fingerprint(src, settings))

@@ -8,9 +8,10 @@ them; every other stream (data, attachments, cover art, further video) is droppe
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
-import tempfile
+import secrets
 from fractions import Fraction
 from pathlib import Path
 
@@ -34,11 +35,17 @@ _CONTAINER_ALLOWS = {
 
 class VideoSink:
     """An output file being written. Call `write()` per frame and `mux()` per copied packet,
-    then `close()` to finish and atomically rename; `abort()` removes the temporary file."""
+    then `close()` to finish and atomically rename; `abort()` removes the temporary file.
+
+    codec None: libx264 where the container holds H.264, else the container's default encoder
+    (.webm: libvpx-vp9). `options` go to the encoder (an option it does not have is an error);
+    `bitrate` ("2M", "800k" or bits/s) sets a target bitrate and then `crf` is not applied.
+    """
 
     def __init__(self, path: str | Path, source: VideoSource, width: int, height: int, *,
-                 codec: str = "libx264", crf: float | None = 18, preset: str | None = "veryfast",
-                 pix_fmt: str | None = None, options: dict[str, str] | None = None, quiet: bool = False) -> None:
+                 codec: str | None = None, crf: float | None = 18, preset: str | None = "veryfast",
+                 pix_fmt: str | None = None, options: dict[str, str] | None = None, bitrate: str | int | None = None,
+                 quiet: bool = False) -> None:
         self.path = Path(path)
         self.source = source
         self._warn = (lambda *a: None) if quiet else log.warning     # a preflight's throwaway sink says nothing
@@ -49,19 +56,19 @@ class VideoSink:
             raise VsrftError(f"output path is a directory: {self.path}")
         if self.path.resolve() == source.path.resolve():
             raise VsrftError("output path is the same file as the input")
-        try:
-            codec_obj = av.Codec(codec, "w")
-        except Exception:
-            raise VsrftError(f"unknown or unavailable encoder: {codec}") from None
-        if codec_obj.type != "video":
-            raise VsrftError(f"encoder {codec} is not a video encoder")
+        if codec is not None:
+            try:
+                codec_obj = av.Codec(codec, "w")
+            except Exception:
+                raise VsrftError(f"unknown or unavailable encoder: {codec}") from None
+            if codec_obj.type != "video":
+                raise VsrftError(f"encoder {codec} is not a video encoder")
+        bits = parse_bitrate(bitrate)
         suffix = self.path.suffix or ".mkv"
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".partial" + suffix, dir=parent)
-            os.close(fd)
+            self.tmp_path = temporary_output(self.path, suffix)
         except OSError as exc:
             raise VsrftError(f"cannot write to {parent}: {exc.strerror}") from None
-        self.tmp_path = Path(tmp)
         fmt = _format_for(self.path)
         container_opts = {}
         tb = source.time_base
@@ -75,7 +82,7 @@ class VideoSink:
             self.tmp_path.unlink(missing_ok=True)
             raise VsrftError(f"cannot write {self.path}: unknown container for extension {suffix!r} ({exc})") from None
         try:
-            self._setup_video(codec, width, height, crf, preset, pix_fmt, options or {})
+            self._setup_video(codec, width, height, crf, preset, pix_fmt, options or {}, bits)
             self._setup_copies()
         except BaseException:
             self.abort()
@@ -83,15 +90,24 @@ class VideoSink:
         self.frames_written = 0
         self._closed = False
 
-    def _setup_video(self, codec: str, width: int, height: int, crf: float | None, preset: str | None,
-                     pix_fmt: str | None, options: dict[str, str]) -> None:
+    def _setup_video(self, codec: str | None, width: int, height: int, crf: float | None, preset: str | None,
+                     pix_fmt: str | None, options: dict[str, str], bitrate: int | None) -> None:
         src = self.source
         rate = src.rate or Fraction(25)
-        try:
-            stream = self.container.add_stream(codec, rate=rate)
-        except ValueError as exc:   # e.g. "'webm' format does not support 'libx264' codec"
-            raise VsrftError(f"cannot write {codec} video into {self.path.name}: {exc}; "
-                             "choose another --codec or output extension") from None
+        stream = None
+        if codec is None:      # libx264 where the container holds H.264, else the container's own default
+            try:
+                stream = self.container.add_stream("libx264", rate=rate)
+                codec = "libx264"
+            except ValueError:
+                codec = _container_codec(self.container, self.path)
+        if stream is None:
+            try:
+                stream = self.container.add_stream(codec, rate=rate)
+            except ValueError as exc:   # e.g. "'webm' format does not support 'libx264' codec"
+                raise VsrftError(f"cannot write {codec} video into {self.path.name}: {exc}; "
+                                 "choose another --codec or output extension") from None
+        self.codec = codec
         stream.width, stream.height = width, height
         formats = [f.name for f in (stream.codec_context.codec.video_formats or [])]
         if pix_fmt is None and src.bit_depth > 8:
@@ -113,6 +129,9 @@ class VideoSink:
         cc.colorspace, cc.color_range = colour.matrix, colour.range
         cc.color_primaries, cc.color_trc = colour.primaries, colour.transfer
         opts = dict(options)
+        if bitrate is not None:        # a target bitrate replaces the default constant-quality mode
+            stream.codec_context.bit_rate = bitrate
+            crf = None
         if crf is not None and codec in ("libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1"):
             opts.setdefault("crf", f"{crf:g}")
         if preset and codec in ("libx264", "libx265", "libsvtav1"):
@@ -131,6 +150,10 @@ class VideoSink:
             raise VsrftError(f"encoder {codec} rejects these settings ({width}x{height} {pix_fmt}, "
                              f"{', '.join(f'{k}={v}' for k, v in opts.items()) or 'defaults'}): "
                              f"{exc.strerror or exc}") from None
+        unused = sorted(stream.codec_context.options or {})   # FFmpeg hands back the options nothing took
+        if unused:
+            raise VsrftError(f"encoder {codec} has no option {', '.join(map(repr, unused))} "
+                             f"(see `ffmpeg -h encoder={codec}`)")
         self.video = stream
         self.pix_fmt = pix_fmt
         self.deep = bit_depth(pix_fmt) > 8
@@ -224,6 +247,7 @@ class VideoSink:
         cc.colorspace, cc.color_range = ref.colorspace, ref.color_range
         cc.color_primaries, cc.color_trc = ref.color_primaries, ref.color_trc
         cc.flags = ref.flags
+        cc.bit_rate = ref.bit_rate
         opts = dict(self.encoder_options)
         if reproducible and ref.name == "libx264":
             opts["x264-params"] = ":".join(filter(None, ["mbtree=0", opts.get("x264-params")]))
@@ -276,6 +300,54 @@ class VideoSink:
         self.tmp_path.unlink(missing_ok=True)
 
 
+def temporary_output(target: Path, suffix: str) -> Path:
+    """A new, empty hidden file beside `target`, to be renamed over it when complete.
+
+    Made with mode 0666 less the umask, as ffmpeg makes its outputs (mkstemp's 0600 would
+    survive the rename and leave every output readable by its owner only). O_EXCL keeps the
+    name ours alone."""
+    parent = target.parent if str(target.parent) else Path(".")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        path = parent / f".{target.stem}.{secrets.token_hex(4)}.partial{suffix}"
+        try:
+            os.close(os.open(path, flags, 0o666))
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(errno.EEXIST, f"no free temporary name beside {target}")
+
+
+_BITRATE_UNITS = {"": 1, "k": 1000, "m": 1000 ** 2, "g": 1000 ** 3}
+
+
+def parse_bitrate(text: str | int | None) -> int | None:
+    """Bits per second from "2M", "800k", "1.5M" or a number, as ffmpeg's -b:v reads them (SI units)."""
+    if text is None or isinstance(text, int):
+        if text is not None and text <= 0:
+            raise VsrftError(f"bitrate must be positive, got {text}")
+        return text
+    value = str(text).strip().lower()
+    unit = value[-1:] if value[-1:] in _BITRATE_UNITS else ""
+    try:
+        bits = round(float(value[:len(value) - len(unit)]) * _BITRATE_UNITS[unit])
+    except ValueError:
+        bits = 0
+    if bits <= 0:
+        raise VsrftError(f"bitrate must be a positive number of bits per second such as 2M or 800k, got {text!r}")
+    return bits
+
+
+def _container_codec(container: av.container.OutputContainer, path: Path) -> str:
+    """The encoder FFmpeg would pick for this container (.webm: libvpx-vp9), for a container without H.264."""
+    name = container.default_video_codec
+    try:
+        return av.Codec(name, "w").name
+    except Exception:  # noqa: BLE001 - FFmpeg built without that encoder
+        raise VsrftError(f"no encoder for {path.suffix or 'this'} output ({name} is not available here): "
+                         "choose one with --codec") from None
+
+
 def _deep_pix_fmt(formats: list[str], depth: int, odd: bool) -> str | None:
     """The encoder's planar YUV format for a `depth`-bit source: 4:2:0 (4:4:4 at odd sizes) at the
     smallest depth >= the source's, else any YUV format that deep; None when it has none."""
@@ -293,8 +365,9 @@ def _format_for(path: Path) -> str | None:
     return {"mkv": "matroska", "m4v": "mp4", "ts": "mpegts", "y4m": "yuv4mpegpipe", "": "matroska"}.get(ext)
 
 
-def preflight(src: str | Path, dst: str | Path, *, scale: int = 4, codec: str = "libx264",
-              crf: float | None = 18, preset: str | None = "veryfast", pix_fmt: str | None = None) -> None:
+def preflight(src: str | Path, dst: str | Path, *, scale: int = 4, codec: str | None = None,
+              crf: float | None = 18, preset: str | None = "veryfast", pix_fmt: str | None = None,
+              encoder_options: dict[str, str] | None = None, bitrate: str | int | None = None) -> None:
     """Check the input, the output path and the encoder settings before any model is loaded.
 
     Opens the input, and makes (then removes) the output's temporary file with the encoder opened:
@@ -305,4 +378,5 @@ def preflight(src: str | Path, dst: str | Path, *, scale: int = 4, codec: str = 
         raise VsrftError(f"scale must be a positive integer, got {scale}")
     with VideoSource(src) as source:
         VideoSink(dst, source, source.width * scale, source.height * scale, codec=codec, crf=crf,
-                  preset=preset, pix_fmt=pix_fmt, quiet=True).abort()
+                  preset=preset, pix_fmt=pix_fmt, options=encoder_options, bitrate=bitrate,
+                  quiet=True).abort()
