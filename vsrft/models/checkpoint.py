@@ -2,7 +2,8 @@
 
 A checkpoint file is ``torch.save({"format": "vsrft-checkpoint", "config": {...},
 "meta": {...}, "state_dict": {...}})``. Third-party single-frame layouts (Real-ESRGAN's
-SRVGGNetCompact ``params``/``params_ema`` dicts) are recognised by their keys.
+SRVGGNetCompact and RRDBNet ``params``/``params_ema`` dicts) are recognised by their keys, and
+an ncnn ``.param`` path (its ``.bin`` next to it) is read by `vsrft.models.ncnn`.
 """
 from __future__ import annotations
 
@@ -43,7 +44,12 @@ def build(config: dict) -> nn.Module:
     if arch == "srvgg":
         from vsrft.models.thirdparty import SRVGGNetCompact
         return SRVGGNetCompact(num_feat=int(config["num_feat"]), num_conv=int(config["num_conv"]),
-                               upscale=int(config["scale"]), act_type=config.get("act_type", "prelu"))
+                               upscale=int(config.get("net_scale", config["scale"])),
+                               act_type=config.get("act_type", "prelu"), out_scale=int(config["scale"]))
+    if arch == "rrdb":
+        from vsrft.models.rrdbnet import RRDBNet
+        return RRDBNet(num_feat=int(config["num_feat"]), num_block=int(config["num_block"]),
+                       num_grow_ch=int(config.get("num_grow_ch", 32)), scale=int(config["scale"]))
     raise VsrftError(f"unknown model architecture {arch!r}")
 
 
@@ -65,6 +71,12 @@ def load(name_or_path: str | Path) -> tuple[nn.Module, ModelInfo]:
     if not path.is_file():
         known = ", ".join(builtin_names()) or "none"
         raise VsrftError(f"model {str(name_or_path)!r} is neither a built-in model ({known}) nor a checkpoint file")
+    if path.suffix.lower() == ".bin" and path.with_suffix(".param").is_file():
+        path = path.with_suffix(".param")
+    if path.suffix.lower() == ".param":
+        from vsrft.models.ncnn import load_ncnn
+        config, state = load_ncnn(path)
+        return _finish(config, state, {"source": "ncnn model", "path": str(path)}, path)
     try:
         blob: Any = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
@@ -77,6 +89,10 @@ def load(name_or_path: str | Path) -> tuple[nn.Module, ModelInfo]:
         from vsrft.models.thirdparty import recognise
         config, state = recognise(blob, path)
         meta = {"source": "third-party checkpoint", "path": str(path)}
+    return _finish(config, state, meta, path)
+
+
+def _finish(config: dict, state: dict, meta: dict, path: Path) -> tuple[nn.Module, ModelInfo]:
     model = build(config)
     _load_state(model, state, path)
     model.eval()

@@ -1,7 +1,9 @@
 """Third-party single-frame SR checkpoints, so users can bring the GAN model they already have.
 
-Supported: Real-ESRGAN's SRVGGNetCompact (``realesr-general-x4v3``, ``realesr-animevideov3``
-and friends), as saved by BasicSR: ``{"params": state_dict}`` or ``{"params_ema": ...}``.
+Supported, as saved by BasicSR (``{"params": state_dict}`` or ``{"params_ema": ...}``):
+Real-ESRGAN's SRVGGNetCompact (``realesr-general-x4v3``, ``realesr-animevideov3`` and friends)
+and ESRGAN's RRDBNet (``RealESRGAN_x4plus``, ``_x4plus_anime_6B``, ``_x2plus``; see `rrdbnet`).
+ncnn ``.param``/``.bin`` pairs of the same two networks are read by `vsrft.models.ncnn`.
 """
 from __future__ import annotations
 
@@ -22,9 +24,12 @@ class SRVGGNetCompact(nn.Module):
     frames = 1
 
     def __init__(self, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 64, num_conv: int = 16,
-                 upscale: int = 4, act_type: str = "prelu") -> None:
+                 upscale: int = 4, act_type: str = "prelu", out_scale: int | None = None) -> None:
+        """`out_scale` < `upscale` appends a bicubic resize of the output (what the sr-vulkan ncnn
+        packages ship as the x2/x3 animevideov3 models: the x4 net, then a 0.5/0.75 resize)."""
         super().__init__()
-        self.num_feat, self.num_conv, self.scale, self.act_type = num_feat, num_conv, upscale, act_type
+        self.num_feat, self.num_conv, self.upscale, self.act_type = num_feat, num_conv, upscale, act_type
+        self.scale = out_scale or upscale
         self.body = nn.ModuleList()
         self.body.append(nn.Conv2d(num_in_ch, num_feat, 3, 1, 1))
         self.body.append(self._activation(num_feat))
@@ -43,19 +48,25 @@ class SRVGGNetCompact(nn.Module):
 
     @property
     def config(self) -> dict:
-        return {"arch": self.arch, "num_feat": self.num_feat, "num_conv": self.num_conv,
-                "scale": self.scale, "act_type": self.act_type, "frames": 1}
+        config = {"arch": self.arch, "num_feat": self.num_feat, "num_conv": self.num_conv,
+                  "scale": self.scale, "act_type": self.act_type, "frames": 1}
+        if self.scale != self.upscale:
+            config["net_scale"] = self.upscale
+        return config
 
     @property
     def receptive_radius(self) -> int:
-        return self.num_conv + 2
+        return self.num_conv + 2 + (self.scale != self.upscale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x
         for layer in self.body:
             out = layer(out)
         out = self.upsampler(out)
-        return out + F.interpolate(x, scale_factor=self.scale, mode="nearest")
+        out = out + F.interpolate(x, scale_factor=self.upscale, mode="nearest")
+        if self.scale != self.upscale:
+            out = F.interpolate(out, scale_factor=self.scale / self.upscale, mode="bicubic", align_corners=False)
+        return out
 
 
 def recognise(blob: dict, path: Path) -> tuple[dict, dict]:
@@ -63,12 +74,14 @@ def recognise(blob: dict, path: Path) -> tuple[dict, dict]:
     state = blob.get("params_ema") or blob.get("params") or blob
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise VsrftError(f"checkpoint {path} is neither a vsrft checkpoint nor a known state dict layout")
+    if "conv_first.weight" in state and "body.0.rdb1.conv1.weight" in state:
+        return _recognise_rrdb(state, path), state
     convs = sorted(int(k.split(".")[1]) for k in state if k.startswith("body.") and k.endswith(".weight")
                    and state[k].dim() == 4)
     if not convs or "body.0.weight" not in state:
         keys = ", ".join(list(state)[:4])
         raise VsrftError(f"checkpoint {path} has an unsupported layout (keys {keys}, ...); "
-                         "supported: vsrft checkpoints and Real-ESRGAN SRVGGNetCompact")
+                         "supported: vsrft checkpoints, Real-ESRGAN SRVGGNetCompact and RRDBNet")
     first, last = state["body.0.weight"], state[f"body.{convs[-1]}.weight"]
     if first.shape[1] != 3:
         raise VsrftError(f"checkpoint {path}: SRVGGNetCompact with {first.shape[1]} input channels is not supported (need 3)")
@@ -80,3 +93,16 @@ def recognise(blob: dict, path: Path) -> tuple[dict, dict]:
     config = {"arch": "srvgg", "num_feat": num_feat, "num_conv": len(convs) - 2, "scale": upscale,
               "act_type": act, "frames": 1}
     return config, state
+
+
+def _recognise_rrdb(state: dict, path: Path) -> dict:
+    """RRDBNet's config from its shapes: the scale shows in conv_first's input channels (3, 12, 48)."""
+    first = state["conv_first.weight"]
+    scale = {3: 4, 12: 2, 48: 1}.get(int(first.shape[1]))
+    if scale is None:
+        raise VsrftError(f"checkpoint {path}: RRDBNet with {first.shape[1]} input channels is not supported (need 3, 12 or 48)")
+    if "conv_last.weight" not in state or state["conv_last.weight"].shape[0] != 3:
+        raise VsrftError(f"checkpoint {path}: RRDBNet without a 3-channel conv_last is not supported")
+    blocks = {int(k.split(".")[1]) for k in state if k.startswith("body.")}
+    return {"arch": "rrdb", "num_feat": int(first.shape[0]), "num_block": len(blocks),
+            "num_grow_ch": int(state["body.0.rdb1.conv1.weight"].shape[0]), "scale": scale, "frames": 1}
