@@ -329,3 +329,58 @@ def test_models_bring_their_adaptation_defaults_and_the_caller_overrides_them() 
     args = build_parser().parse_args(["enhance", "in.mp4", "out.mp4", "--model", "vsrft-gan", "--single-frame-loss"])
     single = make_enhancer(args)
     assert (single.adapt_config.neighbours, single.adapt_config.layers) == (False, "body")
+
+
+def _hogging_the_cpu(fn, hogs: int = 2, switch_s: float = 0.05):
+    """fn() while `hogs` busy Python threads compete for the interpreter and the cores: each handover
+    of the GIL takes up to `switch_s`, so every step of the fine-tuning runs many times slower (an
+    8 s budget stopped it after 2 of 5 steps here), as on a loaded machine."""
+    import threading
+
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    old = sys.getswitchinterval()
+    threads = [threading.Thread(target=spin, daemon=True) for _ in range(hogs)]
+    sys.setswitchinterval(switch_s)
+    for t in threads:
+        t.start()
+    try:
+        return fn()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        sys.setswitchinterval(old)
+
+
+def test_default_budget_gives_the_same_adaptation_on_a_busy_machine(tiny_model, sample_frames) -> None:
+    enh = Enhancer(model=str(tiny_model), adapt=False)
+    data = _windows(enh.network.adaptation_window, sample_frames[:8])
+    cfg = AdaptConfig(steps=5, batch=4, patch=32, neighbours=False, min_gain_db=-100)   # default time budget
+    assert cfg.seconds is None
+
+    def adapt():
+        return finetune(enh.network.module, data, Degradation(4), 4, cfg)
+
+    idle_state, idle = adapt()
+    busy_state, busy = _hogging_the_cpu(adapt)
+    assert busy.seconds > 2 * idle.seconds                  # the hog did slow it down
+    assert idle.steps == busy.steps == 5 and not idle.cut_short and not busy.cut_short
+    assert idle.accepted == busy.accepted and idle.losses == busy.losses
+    assert idle_state is not None and all(torch.equal(idle_state[k], busy_state[k]) for k in idle_state)
+
+
+def test_an_explicit_time_budget_that_cuts_a_shot_short_is_reported(tiny_model, sample_frames) -> None:
+    from vsrft.engine import describe_adaptation
+
+    enh = Enhancer(model=str(tiny_model), adapt_config=AdaptConfig(steps=5, seconds=0.0, batch=4, patch=32))
+    list(enh.process(sample_frames[:6]))
+    (r,) = enh.reports
+    assert r.cut_short and r.steps == 0 and r.steps_planned == 5 and not r.accepted
+    line = describe_adaptation(r)
+    assert line.startswith("shot at frame 0: kept the base network") and "time limit" in line and "0 of 5 steps" in line
+    assert enh.report()["keyframes"][0]["cut_short"] is True

@@ -67,7 +67,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapt-every", type=float, default=None, metavar="SECONDS",
                    help="adapt again every SECONDS inside long shots (default: once per shot)")
     p.add_argument("--adapt-steps", type=int, default=None, help="step budget per keyframe (default: the model's; --report records the settings used)")
-    p.add_argument("--adapt-seconds", type=float, default=None, help="time budget per keyframe")
+    p.add_argument("--adapt-seconds", type=float, default=None, metavar="S",
+                   help="also stop each shot's fine-tuning after S seconds (default: no time limit, only the "
+                        "step budget, so a busy machine gives the same result as an idle one)")
     p.add_argument("--adapt-lr", type=float, default=None, help="fine-tuning learning rate (default: the model's; --report records the settings used)")
     p.add_argument("--single-frame-loss", dest="multi_frame_loss", action="store_false", default=True,
                    help="fit each output to its own LR frame only (by default it must also explain the "

@@ -45,6 +45,10 @@ class Progress:
     frames_total: int | None
     elapsed_s: float
     stage: str = "upscaling"
+    shot: str = ""                   # while adapting: which shot ("shot at 0:03.4")
+    step: int = 0                    # while adapting: fine-tuning steps done of `steps`
+    steps: int = 0
+    eta_s: float | None = None       # seconds left, pending adaptations included; None: not known yet
 
     @property
     def fps(self) -> float:
@@ -113,6 +117,14 @@ class Enhancer:
 
     State: the current weights, the adaptation reports, the position in the stream.
     """
+
+    # Progress hooks and bookkeeping (class defaults: set by `enhance()`, the CLI or a caller).
+    on_adapt_step: Callable[[str, int, int], None] | None = None   # (shot label, steps done, step budget)
+    keep_decisions: bool = False       # keep every shot's weights for `save_adapted` (memory: one state per shot)
+    _decisions: list[tuple[AdaptResult, dict[str, torch.Tensor]]] | None = None
+    _adapting: tuple[int, int, float] | None = None    # the running fine-tuning: (steps done, budget, start)
+    _frames_in = 0
+    _keyframes_started = 0
 
     def __init__(self, scale: int = 4, model: str = DEFAULT_MODEL, adapt: bool = True,
                  blur: float | None = None, *, kernel: str | None = None, project: bool = False,
@@ -183,6 +195,7 @@ class Enhancer:
         kind: type | None = None
         for i, item in enumerate(frames):
             frame, item_kind = _as_frame(item, i)
+            self._frames_in = i + 1
             if kind is None:
                 kind, size = item_kind, frame.rgb.shape[:2]
             elif frame.rgb.shape[:2] != size:
@@ -259,6 +272,7 @@ class Enhancer:
             self._latest = key.weights
             key.future = _done(None)
             return
+        self._keyframes_started += 1
         if self.on_stage:
             self.on_stage("adapting")
         t0 = time.perf_counter()
@@ -316,11 +330,23 @@ class Enhancer:
         module.load_state_dict(start)
         cfg = self.adapt_config
         if self.adapt_sync:   # deterministic: the step budget only, never the clock
-            cfg = replace(cfg, seconds=math.inf)
+            cfg = replace(cfg, seconds=None)
         windows = [TrainingWindow.from_frames(stack, frames, cfg.neighbours, motions)
                    for stack, frames, motions in data]
-        state, result = finetune(module, windows, self.degradation, self.network.info.scale, cfg,
-                                 frame_index=key.index, time_s=key.time)
+        label = shot_label(key.index, key.time)
+
+        def on_step(done: int, planned: int) -> None:
+            self._adapting = (done, planned, t0)
+            if self.on_adapt_step:
+                self.on_adapt_step(label, done, planned)
+
+        self._adapting = (0, cfg.steps, t0)
+        on_step(0, cfg.steps)
+        try:
+            state, result = finetune(module, windows, self.degradation, self.network.info.scale, cfg,
+                                     frame_index=key.index, time_s=key.time, on_step=on_step)
+        finally:
+            self._adapting = None
         result.seconds += key.motion_seconds
         key.weights = state if state is not None else start
         key.result = result
@@ -336,14 +362,42 @@ class Enhancer:
             if not key.shot_start and self.blend_frames > 0:
                 self._blend = (old_session, self.blend_frames)
             self._current = key.weights
-        log.info("adaptation at frame %d: %s in %.1f s (%d steps)", result.frame_index, result.reason,
-                 result.seconds, result.steps)
+        log.debug("adaptation at frame %d: %s in %.1f s (%d steps)", result.frame_index, result.reason,
+                  result.seconds, result.steps)
+        kept = "the base network" if key.weights is self._pretrained else "the previous weights"
+        (log.warning if result.cut_short else log.info)("%s", describe_adaptation(result, kept))
         self.reports.append(result)
+        if self.keep_decisions:
+            self._decisions = [*(self._decisions or []), (result, key.weights)]
         if self.on_adapt:
             self.on_adapt(result)
         if self.on_stage and (self._collecting is None and all(k is None or k.future.done()
                                                                for _, k in self._queue)):
             self.on_stage("upscaling")
+
+    def adaptation_seconds_left(self, frames_total: int | None) -> float:
+        """Seconds of fine-tuning still to come, for the ETA: the rest of the running adaptation at
+        the pace of its steps so far, plus, for the frames not read yet, as many adaptations per frame
+        as so far, each as long as the finished ones on average."""
+        rest, estimate = 0.0, None
+        if self._adapting is not None:
+            done, planned, t0 = self._adapting
+            if done:
+                per_step = (time.perf_counter() - t0) / done
+                rest, estimate = (planned - done) * per_step, planned * per_step
+        finished = [r.seconds for r in self.reports if r.steps]
+        mean = sum(finished) / len(finished) if finished else estimate
+        if not self.adapt or mean is None or not frames_total or not self._frames_in:
+            return rest
+        future = self._keyframes_started / self._frames_in * max(frames_total - self._frames_in, 0)
+        return rest + future * mean
+
+    def adaptation_seconds_spent(self) -> float:
+        """Seconds the inference thread has spent adapting in line (the running adaptation included)."""
+        if self.adapt_thread:
+            return 0.0
+        running = time.perf_counter() - self._adapting[2] if self._adapting is not None else 0.0
+        return self.stats.seconds["adaptation"] + running
 
     def close(self) -> None:
         """Stop the adaptation thread (also done when the object is garbage-collected)."""
@@ -418,6 +472,38 @@ class Enhancer:
         checkpoint.save(path, module, self.network.info.config, meta)
         (folder / f"{self.network.info.name}-adapted.onnx").write_bytes(self.network.runtime.proto.SerializeToString())
         return path
+
+
+def _timestamp(seconds: float) -> str:
+    """0:03.4, 1:02:03.4: where a shot starts, as a player shows it."""
+    tenths = int(round(seconds * 10))
+    h, rest = divmod(tenths, 36000)
+    m, rest = divmod(rest, 600)
+    return (f"{h}:{m:02d}" if h else f"{m}") + f":{rest // 10:02d}.{rest % 10}"
+
+
+def shot_label(frame_index: int, time_s: float | None) -> str:
+    """'shot at 0:03.4' (or 'shot at frame 85' without timestamps): how the terminal names a shot."""
+    return f"shot at {_timestamp(time_s)}" if time_s is not None else f"shot at frame {frame_index}"
+
+
+def describe_adaptation(result: AdaptResult, kept: str = "the base network") -> str:
+    """The per-shot line a user reads: which shot, what became of its adaptation and why, in their
+    words (the report's `reason` keeps the measurements). `kept`: the weights a rejected shot keeps."""
+    if result.accepted:
+        what = "adapted"
+    elif result.reason.startswith("already consistent"):
+        what = f"kept {kept}: it already explains the input, nothing to correct"
+    elif result.reason.startswith(("diverged", "non-finite")):
+        what = f"kept {kept}: the fine-tuning diverged"
+    elif result.cut_short and result.steps == 0:
+        what = f"kept {kept}: not adapted"
+    else:
+        what = f"kept {kept}: no gain on held-out frames"
+    if result.cut_short:
+        what += (f" (the --adapt-seconds time limit stopped it after {result.steps} of {result.steps_planned} steps;"
+                 " without it the result does not depend on the machine's speed)")
+    return f"{shot_label(result.frame_index, result.time_s)}: {what}"
 
 
 def _as_frame(item: Any, index: int) -> tuple[Frame, type]:
@@ -594,8 +680,19 @@ def enhance(src: str | Path, dst: str | Path, *, codec: str | None = None, crf: 
                 return
 
     done = [0]
+
+    def eta() -> float | None:
+        """Frames left at the upscaling pace so far (adaptation excluded), plus pending adaptations."""
+        if not total or not done[0]:
+            return None
+        upscaling = max(time.perf_counter() - t_start - enh.adaptation_seconds_spent(), 0.0)
+        return (total - done[0]) * upscaling / done[0] + enh.adaptation_seconds_left(total)
+
     if progress:
-        enh.on_stage = lambda stage: progress(Progress(done[0], total, time.perf_counter() - t_start, stage))
+        enh.on_stage = lambda stage: progress(Progress(done[0], total, time.perf_counter() - t_start, stage,
+                                                       eta_s=eta()))
+        enh.on_adapt_step = lambda shot, step, steps: progress(Progress(
+            done[0], total, time.perf_counter() - t_start, "adapting", shot=shot, step=step, steps=steps, eta_s=eta()))
 
     def encode() -> None:
         while not stop.is_set():
@@ -616,7 +713,7 @@ def enhance(src: str | Path, dst: str | Path, *, codec: str | None = None, crf: 
             stats.seconds["encode"] += time.perf_counter() - t0
             done[0] += 1
             if progress:
-                progress(Progress(done[0], total, time.perf_counter() - t_start))
+                progress(Progress(done[0], total, time.perf_counter() - t_start, eta_s=eta()))
 
     def frames_in() -> Iterator[Frame]:
         while True:

@@ -8,7 +8,8 @@ must also explain the window's other frames through their global motion, || A W_
 (`vsrft.adapt.motion`), where they align: they see the scene at other sub-pixel phases, which
 is what the centre frame alone cannot tell.
 
-Speed: batches of small crops from several frames of the shot, a fixed step and time budget.
+Speed: batches of small crops from several frames of the shot, a fixed step budget (a wall-clock
+budget only when asked for: it makes the result depend on the machine's load).
 Safety: the result is kept only if LR consistency on held-out crops (other frames) improves
 by `min_gain_db`; NaN, divergence or no gain keep the previous weights.
 """
@@ -19,7 +20,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -37,8 +38,11 @@ _LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 
 @dataclass
 class AdaptConfig:
-    steps: int = 40                 # step budget per keyframe
-    seconds: float = 8.0            # time budget per keyframe
+    steps: int = 40                 # step budget per keyframe: the default budget, the same on any machine
+    # Wall-clock budget per keyframe, None for none (the default): an 8 s default stopped a loaded
+    # 2-core machine after 5-11 of 40 steps and every shot was then rejected, so a slow machine
+    # silently gave the unadapted output. A budget set here makes the result depend on the machine.
+    seconds: float | None = None
     lr: float = 5e-4                # 1e-3 overshot early: matched footage lost up to 0.11 dB (docs/adaptation.md)
     optimizer: str = "adam"         # "adam" or "sgd" (the paper's SGD 0.01, momentum 0.9, summed loss)
     batch: int = 8
@@ -98,6 +102,8 @@ class AdaptResult:
     heldout_neighbour_psnr_before: float = math.nan   # the held-out crops' neighbour terms alone
     heldout_neighbour_psnr_after: float = math.nan
     swap_seconds: float = 0.0
+    cut_short: bool = False              # the wall-clock budget (`AdaptConfig.seconds`) stopped it before `steps`
+    steps_planned: int = 0               # the step budget it had
     losses: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -267,20 +273,23 @@ def _trainable(module: nn.Module, layers: str) -> list[nn.Parameter]:
 
 
 def finetune(module: nn.Module, windows: list[TrainingWindow | np.ndarray], op: Degradation, model_scale: int,
-             cfg: AdaptConfig, frame_index: int = 0, time_s: float | None = None
+             cfg: AdaptConfig, frame_index: int = 0, time_s: float | None = None,
+             on_step: Callable[[int, int], None] | None = None
              ) -> tuple[dict[str, torch.Tensor] | None, AdaptResult]:
     """Fine-tune a copy of `module` on LR windows: `TrainingWindow`s, or bare (C + 3, h, w)
     stacks on the 0..255 scale (the network's input, then the centre frame the loss compares
     with; `Network.adaptation_window`).
 
     Returns (new state dict or None when rejected, report). `module` itself is not changed.
+    `on_step(done, planned)` is called after each step (progress display; it must be quick).
     """
     t0 = time.perf_counter()
     windows = [w if isinstance(w, TrainingWindow) else TrainingWindow(w) for w in windows]
     if not cfg.neighbours:
         windows = [TrainingWindow(w.stack) for w in windows]
     res = AdaptResult(frame_index=frame_index, time_s=time_s,
-                      aligned_neighbours=sum(0 if w.neighbours is None else len(w.neighbours) for w in windows))
+                      aligned_neighbours=sum(0 if w.neighbours is None else len(w.neighbours) for w in windows),
+                      steps_planned=cfg.steps)
     rng = np.random.default_rng(cfg.seed + frame_index)
     if len(windows) >= 3:
         held = windows[1::3]
@@ -318,7 +327,10 @@ def finetune(module: nn.Module, windows: list[TrainingWindow | np.ndarray], op: 
         res.seconds = time.perf_counter() - t0
         return None, res
     for step in range(cfg.steps):
-        if time.perf_counter() - t0 > cfg.seconds:
+        if cfg.seconds is not None and time.perf_counter() - t0 > cfg.seconds:
+            res.cut_short = True        # reported: the user must learn that the clock, not the data, decided
+            log.debug("adaptation at frame %d: %.1f s budget spent after %d of %d steps",
+                      frame_index, cfg.seconds, step, cfg.steps)
             break
         batch = sample_crops(train, cfg.batch, cfg.patch, rng, op.scale, cfg.neighbours_per_crop)
         reference = None
@@ -338,6 +350,8 @@ def finetune(module: nn.Module, windows: list[TrainingWindow | np.ndarray], op: 
         value = loss.item()
         res.losses.append(value)
         res.steps = step + 1
+        if on_step is not None:
+            on_step(step + 1, cfg.steps)
         if not math.isfinite(value) or value > 1e3:
             res.reason = f"diverged at step {step + 1} (loss {value:.3g})"
             break
