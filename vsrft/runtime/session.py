@@ -1,6 +1,7 @@
 """ONNX Runtime sessions: provider choice, tiled inference, and weight hot-swap without re-export."""
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import time
@@ -19,8 +20,36 @@ log = logging.getLogger(__name__)
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
+_WARNED_MISSING: set[str] = set()     # providers already warned about in this process
+
+
+def check_providers(requested: list[str] | None) -> None:
+    """Refuse a name ONNX Runtime does not know at all (a typo must not run silently on the CPU), and
+    warn, once per process, about a known one that this installation cannot use (the CPU takes over)."""
+    if not requested:
+        return
+    known = ort.get_all_providers()
+    for name in requested:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6) or \
+                [k for k in known if k.lower().startswith(name.lower())][:1]
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise VsrftError(f"unknown execution provider {name!r}: {hint}ONNX Runtime has no such provider "
+                             f"(available here: {', '.join(ort.get_available_providers())})")
+    available = ort.get_available_providers()
+    usable = [p for p in requested if p in available and p != "CPUExecutionProvider"]
+    for name in dict.fromkeys(requested):
+        if name not in available and name not in _WARNED_MISSING:
+            _WARNED_MISSING.add(name)
+            log.warning("execution provider %s is not available in this ONNX Runtime (it has %s): %s", name,
+                        ", ".join(available), f"using {usable[0]}" if usable else "falling back to the CPU")
+
+
 def choose_providers(requested: list[str] | None = None) -> list[str]:
-    """Best available first: TensorRT, CUDA, then CPU (always last, as the fallback)."""
+    """Best available first: TensorRT, CUDA, then CPU (always last, as the fallback).
+
+    `requested` names are checked first (`check_providers`): unknown is an error, unavailable a warning."""
+    check_providers(requested)
     available = set(ort.get_available_providers())
     wanted = requested or list(PREFERRED_PROVIDERS)
     chosen = [p for p in dict.fromkeys(wanted) if p in available and p != "CPUExecutionProvider"]
