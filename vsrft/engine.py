@@ -16,6 +16,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -132,7 +133,10 @@ class Enhancer:
                  warm_start: bool = False, blend_frames: int = 8, tile: int = 512,
                  providers: list[str] | None = None, threads: int = 0,
                  on_adapt: Callable[[AdaptResult], None] | None = None, adapt_sync: bool = False,
-                 adapt_thread: bool | None = None, lookahead: int = 32, input_deblur: bool = True) -> None:
+                 adapt_thread: bool | None = None, lookahead: int = 32, input_deblur: bool = True,
+                 colour_order: str = "rgb", frame_rate: float | Fraction | str | None = None) -> None:
+        self.colour_order = _colour_order(colour_order)          # checked before the model is loaded
+        self.frame_rate = _frame_rate(frame_rate)
         self.scale = scale
         self.network = Network.load(model, scale, providers=providers, threads=threads, tile=tile)
         if kernel is not None:
@@ -188,13 +192,31 @@ class Enhancer:
         """The weights in use now (the adapted ones after an accepted adaptation)."""
         return self._current
 
-    def process(self, frames: Iterable[Any]) -> Iterator[Any]:
+    def process(self, frames: Iterable[Any], *, colour_order: str | None = None,
+                frame_rate: float | Fraction | str | None = None) -> Iterator[Any]:
+        """Upscale a stream: yields one output per input frame, in order, of the input's kind.
+
+        frames: any iterable (a generator is read lazily) of H x W x 3 uint8 numpy arrays,
+        `av.VideoFrame`s or `vsrft.Frame`s, all of one size. Arrays carry no colour order or
+        timing, so say what they are: `colour_order` "rgb" or "bgr" (OpenCV's; outputs come back
+        in the same order) and `frame_rate` (frames per second; needed with `adapt_every`, which
+        counts seconds: without it that is a ValueError rather than a guess). Both default to the
+        constructor's; `av.VideoFrame`s and `Frame`s bring their own timestamps and are RGB.
+        Outputs come as soon as they are ready (two frames behind the input without adaptation;
+        with it, a shot's frames wait for the shot's weights), the last ones when the input ends.
+        Raises ValueError for a frame of another size, dtype or shape than the first.
+        """
+        order = self.colour_order if colour_order is None else _colour_order(colour_order)
+        rate = self.frame_rate if frame_rate is None else _frame_rate(frame_rate)
         cuts = CutDetector()
         windows: WindowAssembler[Frame] = WindowAssembler()
         size: tuple[int, int] | None = None
         kind: type | None = None
         for i, item in enumerate(frames):
-            frame, item_kind = _as_frame(item, i)
+            frame, item_kind = _as_frame(item, i, order, rate)
+            if i == 0 and item_kind is np.ndarray and self.adapt and self.policy.every_s and rate is None:
+                raise ValueError(f"adapt_every={self.policy.every_s:g} s needs the frame rate of plain arrays: "
+                                 "pass frame_rate= to Enhancer() or process()")
             self._frames_in = i + 1
             if kind is None:
                 kind, size = item_kind, frame.rgb.shape[:2]
@@ -207,12 +229,12 @@ class Enhancer:
             self.stats.seconds["windows"] += time.perf_counter() - t0
             for w in windows.push(frame, cut):
                 for out in self._route(w):
-                    yield _like(out, kind)
+                    yield _like(out, kind, order)
         for w in windows.flush():
             for out in self._route(w):
-                yield _like(out, kind)
+                yield _like(out, kind, order)
         for out in self._drain():
-            yield _like(out, kind)
+            yield _like(out, kind, order)
 
     def _route(self, w: Window[Frame]) -> Iterator[Frame]:
         """Queue the window; start an adaptation when its keyframe's data is collected; infer what is ready."""
@@ -405,6 +427,13 @@ class Enhancer:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
+    def __enter__(self) -> "Enhancer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """`with Enhancer(...) as enh:` stops the adaptation thread on the way out, errors included."""
+        self.close()
+
     def _emit(self, w: Window[Frame]) -> Frame | Skipped:
         """The output for a window, or a placeholder for a frame a resumed job already has."""
         index = w.centre.index
@@ -506,7 +535,28 @@ def describe_adaptation(result: AdaptResult, kept: str = "the base network") -> 
     return f"{shot_label(result.frame_index, result.time_s)}: {what}"
 
 
-def _as_frame(item: Any, index: int) -> tuple[Frame, type]:
+def _colour_order(order: str) -> str:
+    value = str(order).lower()
+    if value not in ("rgb", "bgr"):
+        raise ValueError(f"colour_order must be 'rgb' or 'bgr' (OpenCV's), got {order!r}")
+    return value
+
+
+def _frame_rate(rate: float | Fraction | str | None) -> Fraction | None:
+    """Frames per second as a fraction ("30000/1001", 25, 29.97), or None."""
+    if rate is None:
+        return None
+    try:
+        value = Fraction(rate).limit_denominator(1_000_000) if not isinstance(rate, Fraction) else rate
+    except (TypeError, ValueError):
+        value = Fraction(0)
+    if value <= 0:
+        raise ValueError(f"frame_rate must be a positive number of frames per second, got {rate!r}")
+    return value
+
+
+def _as_frame(item: Any, index: int, order: str = "rgb", rate: Fraction | None = None) -> tuple[Frame, type]:
+    """The engine's Frame for an input; arrays are turned to RGB and, given a rate, timed at index / rate."""
     if isinstance(item, Frame):
         _check_rgb(item.rgb, index)
         return item, Frame
@@ -515,7 +565,10 @@ def _as_frame(item: Any, index: int) -> tuple[Frame, type]:
         return Frame(rgb=rgb, index=index, pts=item.pts, time_base=item.time_base, key=bool(item.key_frame)), av.VideoFrame
     if isinstance(item, np.ndarray):
         _check_rgb(item, index)
-        return Frame(rgb=item, index=index), np.ndarray
+        rgb = np.ascontiguousarray(item[..., ::-1]) if order == "bgr" else item
+        if rate is None:
+            return Frame(rgb=rgb, index=index), np.ndarray
+        return Frame(rgb=rgb, index=index, pts=index, time_base=1 / rate), np.ndarray
     raise ValueError(f"frame {index} is a {type(item).__name__}; expected an HxWx3 uint8 numpy array, "
                      "an av.VideoFrame or a vsrft.Frame")
 
@@ -540,11 +593,11 @@ def _settings(enh: Enhancer) -> dict[str, Any]:
             "warm_start": enh.warm_start, "blend_frames": enh.blend_frames, "project": enh.project}
 
 
-def _like(frame: Frame | Skipped, kind: type) -> Any:
+def _like(frame: Frame | Skipped, kind: type, order: str = "rgb") -> Any:
     if isinstance(frame, Skipped):
         return frame
     if kind is np.ndarray:
-        return frame.rgb
+        return np.ascontiguousarray(frame.rgb[..., ::-1]) if order == "bgr" else frame.rgb
     if kind is av.VideoFrame:
         vf = av.VideoFrame.from_ndarray(frame.rgb, format="rgb24")
         vf.pts, vf.time_base = frame.pts, frame.time_base
