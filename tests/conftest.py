@@ -8,15 +8,35 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
-from helpers import _clip_recipes, ffmpeg, random_vsrnet
 
-if shutil.which("ffmpeg") is None:  # the tests make their clips with the real binary
-    raise pytest.UsageError("the `ffmpeg` binary is required to make the test clips (apt-get install ffmpeg)")
+def _ffmpeg_on_path() -> None:
+    """The tests make their clips with a real ffmpeg binary: the system's, else imageio-ffmpeg's static one.
+
+    The static binary is put on PATH under the name `ffmpeg`, so the tests and the processes
+    they start (pipes, plugin hosts) find it the same way as a system ffmpeg.
+    """
+    if shutil.which("ffmpeg") is not None:
+        return
+    try:
+        import imageio_ffmpeg
+        exe = Path(imageio_ffmpeg.get_ffmpeg_exe())
+    except (ImportError, RuntimeError) as exc:
+        raise pytest.UsageError(f"no ffmpeg binary for the test clips ({exc}): pip install -e '.[test]' "
+                                "brings imageio-ffmpeg, or apt-get install ffmpeg") from None
+    bin_dir = Path(tempfile.mkdtemp(prefix="vsrft-ffmpeg-"))
+    (bin_dir / "ffmpeg").symlink_to(exe)
+    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+_ffmpeg_on_path()
+
+from helpers import _clip_recipes, ffmpeg, random_vsrnet  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

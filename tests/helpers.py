@@ -161,6 +161,8 @@ def probe(path: Path) -> Probe:
     """Decode every video frame of `path` with PyAV; frame times sorted into presentation order."""
     import av
 
+    from vsrft.io.decode import side_data_by_name
+
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         cc = s.codec_context
@@ -212,6 +214,8 @@ def video_packet_times(path: Path) -> list[float]:
     """
     import av
 
+    from vsrft.io.decode import side_data_by_name
+
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         return [float(p.dts * p.time_base) for p in c.demux(s) if p.size and p.dts is not None]
@@ -248,12 +252,14 @@ def video_info(path: Path) -> VideoInfo:
     """Decode every video frame of `path` with PyAV and collect what a production check compares."""
     import av
 
+    from vsrft.io.decode import side_data_by_name
+
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         cc = s.codec_context
         frames = [(f.pts, f.duration, f) if i == 0 else (f.pts, f.duration, None) for i, f in enumerate(c.decode(s))]
         first = frames[0][2]
-        side = {sd.type.name: bytes(sd) for sd in first.side_data if sd.type.name != "SEI_UNREGISTERED"}
+        side = {k: v for k, v in side_data_by_name(first).items() if k != "SEI_UNREGISTERED"}
         order = sorted(range(len(frames)), key=lambda i: frames[i][0])
         return VideoInfo(cc.pix_fmt, cc.width, cc.height,
                          (int(cc.colorspace or 2), int(cc.color_range or 0), int(cc.color_primaries or 2),

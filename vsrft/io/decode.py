@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from enum import Enum
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -170,8 +171,7 @@ def _peek_side_data(path: Path, stream_index: int) -> FirstFrameSideData:
                     break
                 frames = packet.decode()
                 if frames:
-                    for sd in frames[0].side_data:
-                        found[sd.type.name] = bytes(sd)
+                    found.update(side_data_by_name(frames[0]))
                     break
     except (av.FFmpegError, OSError, ValueError, IndexError, UnicodeDecodeError) as exc:
         log.debug("no side data from %s: %s", path, exc)
@@ -192,6 +192,28 @@ def _peek_side_data(path: Path, stream_index: int) -> FirstFrameSideData:
         maxcll, maxfall = (int(x) for x in np.frombuffer(cl[:8], "<u4"))
         out["content_light"] = (maxcll, maxfall)
     return FirstFrameSideData(**out)  # type: ignore[arg-type]
+
+
+def side_data_by_name(frame: av.VideoFrame) -> dict[str, bytes]:
+    """A frame's side data as {type name: payload}, on every PyAV from 17.1 on.
+
+    PyAV up to 18.1.0 iterates its side-data container by entry, 18.1.1 by key (a Mapping of
+    `Type`); both are handled. An entry that cannot be read is logged and left out.
+    """
+    container = frame.side_data
+    out: dict[str, bytes] = {}
+    try:
+        items = list(container)
+    except (TypeError, ValueError) as exc:
+        log.debug("side data of a frame not readable: %s", exc)
+        return out
+    for item in items:
+        try:
+            entry = container[item] if isinstance(item, Enum) else item
+            out[entry.type.name] = bytes(entry)
+        except (TypeError, ValueError, KeyError, AttributeError, BufferError) as exc:
+            log.debug("side data entry %r not readable: %s", item, exc)
+    return out
 
 
 def _pts_step(rate: Fraction | None, tb: Fraction) -> int:
