@@ -212,10 +212,17 @@ def test_cli_report_and_saved_weights(tiny_model, tmp_path) -> None:
             assert key in k
         assert k["steps"] <= 3 and not math.isnan(k["heldout_psnr_before"])
     assert r["adapt_config"]["neighbours"] is True and any(k["aligned_neighbours"] > 0 for k in r["keyframes"])
-    ckpt = next(saved.glob("*.pt"))
-    again = vsrft("enhance", SAMPLE, tmp_path / "o2.mkv", "--model", ckpt, "--no-adapt", "--codec", "ffv1", "-q")
-    assert again.returncode == 0, again.stderr
-    assert next(saved.glob("*.onnx")).stat().st_size > 1000
+    manifest = json.loads((saved / "manifest.json").read_text())
+    assert [s["first_frame"] for s in manifest["shots"]] == [k["frame_index"] for k in r["keyframes"]]
+    assert all(s["decision"].startswith("shot at ") for s in manifest["shots"])
+    model = saved / manifest["shots"][-1]["file"]
+    again = vsrft("enhance", SAMPLE, tmp_path / "o2.mkv", "--model", model, "--adapt-steps", "2", "--codec", "ffv1", "-q")
+    assert again.returncode == 0, again.stderr           # a saved file can be adapted again
+    foreign = tmp_path / "foreign.onnx"
+    foreign.write_bytes(b"not an onnx file")
+    bad = vsrft("enhance", SAMPLE, tmp_path / "o3.mkv", "--model", foreign)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [bad.stderr.strip()]
+    assert bad.stderr.startswith("vsrft: error: cannot read ONNX model")
 
 
 def _run_recording(enh: Enhancer, frames: list[np.ndarray]) -> tuple[list[np.ndarray], list[tuple[int, int]]]:

@@ -83,7 +83,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--project", action="store_true",
                    help="finish each frame with the exact data-consistency projection x + A+(y - Ax)")
     p.add_argument("--report", default=None, metavar="RUN.json", help="write every adaptation decision and stage time here")
-    p.add_argument("--save-adapted", default=None, metavar="DIR", help="save the adapted weights (checkpoint + ONNX)")
+    p.add_argument("--save-adapted", default=None, metavar="DIR", help="save each shot's weights as an ONNX file (loadable with --model, ONNX Runtime, "
+                        "vs-mlrt) and manifest.json listing the shots' frames and decisions (docs/onnx.md)")
     p.add_argument("--tile", type=int, default=512, help="largest LR tile side before frames are tiled (default 512)")
     p.add_argument("--memory-limit", type=int, default=None, metavar="MB",
                    help="cap the inference memory arena; a frame that does not fit is retried with smaller tiles")
@@ -241,18 +242,33 @@ def make_enhancer(args: argparse.Namespace):
             raise VsrftError(f"--memory-limit must be a positive number of MB, got {args.memory_limit}")
         from vsrft.runtime.session import limit_memory
         limit_memory(args.memory_limit)
-    return Enhancer(scale=args.scale, model=args.model, adapt=args.adapt, blur=args.blur, kernel=args.kernel,
-                    project=args.project, adapt_config=cfg, adapt_every=args.adapt_every,
-                    warm_start=args.warm_start, tile=args.tile, providers=args.provider,
-                    adapt_sync=args.adapt_sync, adapt_thread=True if args.adapt_background else None,
-                    input_deblur=args.input_deblur)
+    enhancer = Enhancer(scale=args.scale, model=args.model, adapt=args.adapt, blur=args.blur, kernel=args.kernel,
+                        project=args.project, adapt_config=cfg, adapt_every=args.adapt_every,
+                        warm_start=args.warm_start, tile=args.tile, providers=args.provider,
+                        adapt_sync=args.adapt_sync, adapt_thread=True if args.adapt_background else None,
+                        input_deblur=args.input_deblur)
+    enhancer.keep_decisions = bool(getattr(args, "save_adapted", None))
+    _check_input_filter(enhancer)
+    return enhancer
+
+
+def _check_input_filter(enhancer) -> None:
+    """A saved model adapted behind the input deblur expects it again: say so when it is missing."""
+    wanted = enhancer.network.info.meta.get("input_filter")
+    have = enhancer.network.input_filter
+    if wanted and (have is None or len(have) != len(wanted) or max(abs(a - b) for a, b in zip(have, wanted)) > 1e-6):
+        blur = (enhancer.network.info.meta.get("degradation") or {}).get("blur_sigma")
+        logging.getLogger("vsrft").warning(
+            "model %s was adapted behind the input deblur of --blur %s; without the same --blur its output differs",
+            enhancer.network.info.name, blur)
 
 
 def write_outputs(args: argparse.Namespace, enhancer) -> None:
     if args.report:
         Path(args.report).write_text(json.dumps(enhancer.report(), indent=2, default=str))
     if args.save_adapted:
-        enhancer.save_adapted(args.save_adapted)
+        manifest = enhancer.save_adapted(args.save_adapted)
+        logging.getLogger("vsrft").info("adapted models and their shots: %s", manifest)
 
 
 def cmd_enhance(args: argparse.Namespace) -> int:

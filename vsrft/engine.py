@@ -486,21 +486,58 @@ class Enhancer:
                 "keyframes": [r.to_dict() for r in self.reports]}
 
     def save_adapted(self, folder: str | Path) -> Path:
-        """Write the weights in use as a checkpoint and as ONNX, reusable with --model."""
-        from vsrft.models import checkpoint
+        """Write one ONNX file per distinct set of weights the shots used, and manifest.json (shot frame
+        ranges, decisions, file names); returns the manifest's path. Each file is self-describing
+        (`vsrft.runtime.export.export_for_tools`, docs/onnx.md): plain ONNX Runtime and vs-mlrt run
+        it, and `--model FILE` loads it back. Needs `keep_decisions=True` before `process`."""
+        import json
 
+        from vsrft.runtime.export import export_for_tools
+
+        if self.reports and self._decisions is None:
+            raise ValueError("save_adapted needs every shot's weights: set keep_decisions=True before process()")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        module = self.network.module
-        module.load_state_dict(self._current)
-        meta = {"adapted_from": self.network.info.name, "degradation": str(self.degradation),
-                "degradation_json": self.degradation.to_json(), "reports": [r.to_dict() for r in self.reports],
-                # weights adapted behind the input deblur expect it again: reuse them with the same --blur
-                "input_filter": self._input_filter_taps()}
-        path = folder / f"{self.network.info.name}-adapted.pt"
-        checkpoint.save(path, module, self.network.info.config, meta)
-        (folder / f"{self.network.info.name}-adapted.onnx").write_bytes(self.network.runtime.proto.SerializeToString())
+        info = self.network.info
+        decisions = self._decisions or []
+        written: dict[int, str] = {}             # id(weights) -> file name
+        shots = []
+        for n, (result, weights) in enumerate(decisions):
+            last = decisions[n + 1][0].frame_index - 1 if n + 1 < len(decisions) else max(self.stats.frames - 1,
+                                                                                               result.frame_index)
+            if id(weights) not in written:
+                base = weights is self._pretrained
+                name = f"{info.name}-base.onnx" if base else f"{info.name}-frame{result.frame_index:06d}.onnx"
+                written[id(weights)] = name
+                self._write_onnx(folder / name, weights, export_for_tools, result if not base else None)
+            shots.append({"first_frame": result.frame_index, "last_frame": last, "time_s": result.time_s,
+                          "adapted": result.accepted,
+                          "cut_short": result.cut_short, "decision": describe_adaptation(result),
+                          "reason": result.reason, "file": written[id(weights)]})
+        if not decisions:                        # --no-adapt: the network as loaded
+            written[id(self._pretrained)] = f"{info.name}-base.onnx"
+            self._write_onnx(folder / f"{info.name}-base.onnx", self._pretrained, export_for_tools, None)
+        manifest = {"format": "vsrft-adapted-1", "model": info.name, "scale": info.scale, "frames_total": self.stats.frames,
+                    "degradation": json.loads(self.degradation.to_json()), "input_filter": self._input_filter_taps(),
+                    "layout": "see docs/onnx.md and each file's metadata_props", "shots": shots,
+                    "files": sorted(set(written.values()))}
+        path = folder / "manifest.json"
+        path.write_text(json.dumps(manifest, indent=2, default=str))
         return path
+
+    def _write_onnx(self, path: Path, weights: dict[str, torch.Tensor], export: Callable, result: AdaptResult | None
+                    ) -> None:
+        module = copy.deepcopy(self.network.module)
+        module.load_state_dict(weights)
+        info = self.network.info
+        meta: dict[str, Any] = {"adapted_from": info.meta.get("adapted_from", info.name),
+                                "degradation": self.degradation.to_json(),
+                                # weights adapted behind the input deblur expect it first: apply these taps
+                                # along both axes (or reuse the file with the same --blur)
+                                "input_filter": self._input_filter_taps()}
+        if result is not None:
+            meta["adaptation"] = result.to_dict() | {"losses": None}
+        path.write_bytes(export(module, info.config, meta))
 
 
 def _timestamp(seconds: float) -> str:

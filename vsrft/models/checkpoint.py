@@ -73,6 +73,9 @@ def load(name_or_path: str | Path) -> tuple[nn.Module, ModelInfo]:
         raise VsrftError(f"model {str(name_or_path)!r} is neither a built-in model ({known}) nor a checkpoint file")
     if path.suffix.lower() == ".bin" and path.with_suffix(".param").is_file():
         path = path.with_suffix(".param")
+    if path.suffix.lower() == ".onnx":       # written by --save-adapted: rebuilt from its metadata and weights
+        from vsrft.runtime.export import load_onnx_model
+        return load_onnx_model(path)
     if path.suffix.lower() == ".param":
         from vsrft.models.ncnn import load_ncnn
         config, state = load_ncnn(path)
