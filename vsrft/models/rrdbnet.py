@@ -84,17 +84,17 @@ class RRDBNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         if self.unshuffle > 1:
-            # BasicSR asserts divisible sizes; pad by reflection instead so any tile works, crop after
+            # BasicSR asserts divisible sizes; pad by reflection and cut to the next multiple instead,
+            # unconditionally, so the ONNX trace stays right for every tile size
             r = self.unshuffle
-            ph, pw = (r - h % r) % r, (r - w % r) % r
-            if ph or pw:
-                x = F.pad(x, (0, pw, 0, ph), mode="reflect")
+            x = F.pad(x, (0, r, 0, r), mode="reflect")
+            x = x[..., : (h + r - 1) // r * r, : (w + r - 1) // r * r]
             x = F.pixel_unshuffle(x, r)
         feat = self.conv_first(x)
         feat = feat + self.conv_body(self.body(feat))
         feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))
         feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")))
         out = self.conv_last(self.lrelu(self.conv_hr(feat)))
-        if self.unshuffle > 1 and (out.shape[-2] != h * self.scale or out.shape[-1] != w * self.scale):
+        if self.unshuffle > 1:
             out = out[..., : h * self.scale, : w * self.scale]
         return out
