@@ -87,12 +87,17 @@ def test_inspect_lists_the_element_and_its_properties(gst_env) -> None:
 
 def test_readme_pipeline_as_written(gst_env, clips, tiny_model, tmp_path) -> None:
     """The README's command (decodebin, x264enc, mp4mux) on a clip with irregular timestamps: one output
-    frame per input frame, 4x the size, at the source's frame times."""
+    frame per input frame, 4x the size, at the source's frame times, in 4:2:0 (which every player plays)."""
+    import av
+
     src, out = clips["vfr"], tmp_path / "out.mp4"
     proc = gst_launch(gst_env, f"filesrc location={src} ! decodebin ! videoconvert ! vsrft scale=4 model={tiny_model} "
-                               f"adapt=false ! videoconvert ! x264enc ! mp4mux ! filesink location={out}")
+                               f"adapt=false ! videoconvert ! video/x-raw,format=I420 ! x264enc ! mp4mux "
+                               f"! filesink location={out}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     _no_python_noise(proc.stderr)
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuv420p"
     a, b = probe(src), probe(out)
     assert (b.width, b.height) == (256, 192) and len(b.times) == len(a.times) == 10
     assert len({round(y - x, 3) for x, y in itertools.pairwise(a.times)}) > 2      # really irregular
@@ -161,6 +166,21 @@ def test_errors_are_one_clear_line(gst_env, clips, tmp_path) -> None:
     proc = gst_launch(env, pipeline)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "cannot import vsrft" in out and "VSRFT_VENV" in out, out
+    _no_python_noise(proc.stderr)
+
+
+@pytest.mark.parametrize("prop, words", [("scale=9", ("scale", "9")), ("provider=Foo", ("provider", "'Foo'"))])
+def test_bad_property_values_stop_the_pipeline(gst_env, clips, tiny_model, prop: str, words: tuple[str, ...]) -> None:
+    """A scale the engine cannot do and a provider ONNX Runtime does not know: the element fails to start
+    with one clear error (not a warning, then a run at the default or on the CPU)."""
+    pipeline = (f"filesrc location={clips['cfr']} ! decodebin ! videoconvert ! vsrft model={tiny_model} adapt=false "
+                f"{prop} ! fakesink")
+    proc = gst_launch(gst_env, pipeline)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    lines = [ln for ln in out.splitlines() if ln.startswith("ERROR: from element")]
+    assert len(lines) == 1 and all(w in lines[0] for w in words), out
+    assert "out of range" not in out, out
     _no_python_noise(proc.stderr)
 
 

@@ -1,7 +1,8 @@
 """GStreamer element `vsrft`: video super-resolution with test-time adaptation, as a video filter.
 
     GST_PLUGIN_PATH=plugins/gstreamer VSRFT_VENV=.venv gst-launch-1.0 filesrc location=in.mp4 ! decodebin \
-        ! videoconvert ! vsrft scale=4 ! videoconvert ! x264enc ! mp4mux ! filesink location=out.mp4
+        ! videoconvert ! vsrft scale=4 ! videoconvert ! video/x-raw,format=I420 ! x264enc ! mp4mux \
+        ! filesink location=out.mp4
 
 The frames go through `vsrft.engine.Enhancer.process` (the engine of `vsrft enhance` and
 `vsrft pipe`: same windows, cut detection, adaptation and ONNX Runtime session). The engine
@@ -186,8 +187,10 @@ class Vsrft(Gst.Element):
     )
 
     __gproperties__ = _PROPERTIES = {
-        "scale": (int, "Scale", "Upscaling factor (the built-in networks are x4; other factors are resampled)",
-                  1, 8, 4, _RW),
+        # Any int is accepted here and checked by the engine when the pipeline starts: outside a GObject
+        # range, gst-launch would only print a warning and run at the default scale.
+        "scale": (int, "Scale", "Upscaling factor 1-8 (the built-in networks are x4; other factors are "
+                  "resampled); any other value stops the pipeline with an error", -2 ** 31, 2 ** 31 - 1, 4, _RW),
         "model": (str, "Model", "Built-in model name (vsrft-mse, vsrft-gan) or a checkpoint path",
                   "vsrft-mse", _RW),
         "adapt": (bool, "Adapt", "Fine-tune the network on each shot of the stream (test-time adaptation)",
@@ -216,7 +219,8 @@ class Vsrft(Gst.Element):
         "tile": (int, "Tile", "Largest LR tile side before frames are tiled", 16, 1 << 20, 512, _RW),
         "threads": (int, "Threads", "ONNX Runtime intra-op threads (0: its default)", 0, 1024, 0, _RW),
         "provider": (str, "Provider", "ONNX Runtime execution provider(s) to prefer, comma separated "
-                     "(default: TensorRT, CUDA, CPU, whichever is available)", None, _RW),
+                     "(default: TensorRT, CUDA, CPU, whichever is available; a name ONNX Runtime does not "
+                     "know stops the pipeline with an error, one it lacks here is a warning)", None, _RW),
         "report": (str, "Report", "Write every adaptation decision and stage time to this JSON file at EOS",
                    None, _RW),
     }
