@@ -8,6 +8,7 @@ import argparse
 import json
 import logging
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Sequence
@@ -18,34 +19,75 @@ EXIT_USAGE = 2
 
 
 class ProgressBar:
-    """frames, fps and ETA on one stderr line; silent when stderr is not a terminal."""
+    """Stage, frames, fps and ETA on one stderr line (while adapting: which shot and its steps);
+    silent when stderr is not a terminal. Log records go through `BarAwareHandler`, which clears
+    the line, writes the record and redraws the bar, so they never land on the bar line."""
+
+    active: "ProgressBar | None" = None        # the bar on screen, for the logging handler
 
     def __init__(self, enabled: bool, label: str = "") -> None:
         self.enabled = enabled
         self.label = label
         self._last = 0.0
+        self._text = ""
+        self._lock = threading.RLock()         # called from the encode and the adaptation threads
+        if enabled:
+            ProgressBar.active = self
 
     def __call__(self, p) -> None:  # p: vsrft.engine.Progress
         if not self.enabled:
             return
-        now = time.monotonic()
-        if now - self._last < 0.2 and (p.frames_total is None or p.frames_done < p.frames_total):
-            return
-        self._last = now
-        if p.frames_total:
-            frac = min(1.0, p.frames_done / p.frames_total)
-            bar = "#" * int(frac * 30)
-            eta = (p.frames_total - p.frames_done) / p.fps if p.fps > 0 else 0
-            text = f"\r{self.label}{p.stage} [{bar:<30}] {p.frames_done}/{p.frames_total} frames {p.fps:5.1f} fps ETA {_clock(eta)}"
-        else:
-            text = f"\r{self.label}{p.stage} {p.frames_done} frames {p.fps:5.1f} fps"
-        sys.stderr.write(text + " " * 4)
+        with self._lock:
+            now = time.monotonic()
+            final = p.frames_total is not None and p.frames_done >= p.frames_total
+            if now - self._last < 0.2 and not final and not (p.stage == "adapting" and p.step in (0, p.steps)):
+                return
+            self._last = now
+            stage = f"adapting {p.shot} step {p.step}/{p.steps}" if p.stage == "adapting" and p.shot else p.stage
+            eta = p.eta_s
+            if eta is None and p.frames_total and p.fps > 0 and p.stage != "adapting":
+                eta = (p.frames_total - p.frames_done) / p.fps
+            if p.frames_total:
+                bar = "#" * int(min(1.0, p.frames_done / p.frames_total) * 30)
+                self._text = (f"{self.label}{stage} [{bar:<30}] {p.frames_done}/{p.frames_total} frames "
+                              f"{p.fps:5.1f} fps ETA {_clock(eta) if eta is not None else '-:--:--'}")
+            else:
+                self._text = f"{self.label}{stage} {p.frames_done} frames {p.fps:5.1f} fps"
+            self._draw()
+
+    def _draw(self) -> None:
+        sys.stderr.write("\r\x1b[K" + self._text)
         sys.stderr.flush()
 
+    def clear(self) -> None:
+        """Erase the bar line (before a log record is written)."""
+        if self.enabled and self._text:
+            sys.stderr.write("\r\x1b[K")
+
+    def redraw(self) -> None:
+        if self.enabled and self._text:
+            self._draw()
+
     def close(self) -> None:
-        if self.enabled and self._last:
+        if ProgressBar.active is self:
+            ProgressBar.active = None
+        if self.enabled and self._text:
             sys.stderr.write("\n")
             sys.stderr.flush()
+
+
+class BarAwareHandler(logging.StreamHandler):
+    """Writes log records above the progress bar: clear the bar line, write the record, redraw."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        bar = ProgressBar.active
+        if bar is None:
+            super().emit(record)
+            return
+        with bar._lock:
+            bar.clear()
+            super().emit(record)
+            bar.redraw()
 
 
 def _clock(seconds: float) -> str:
@@ -54,43 +96,46 @@ def _clock(seconds: float) -> str:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scale", type=int, default=4, help="upscaling factor (2, 3, 4, ...; built-in models are x4)")
-    p.add_argument("--model", default="vsrft-mse", help="built-in model name (see `vsrft models`) or checkpoint path")
-    p.add_argument("--no-adapt", dest="adapt", action="store_false", default=True,
+    """The options every frame-processing subcommand shares, in --help groups."""
+    model = p.add_argument_group("model and footage")
+    adapt = p.add_argument_group("adaptation")
+    advanced = p.add_argument_group("advanced")
+    model.add_argument("--scale", type=int, default=4, help="upscaling factor (2, 3, 4, ...; built-in models are x4)")
+    model.add_argument("--model", default="vsrft-mse", help="built-in model name (see `vsrft models`) or checkpoint path")
+    adapt.add_argument("--no-adapt", dest="adapt", action="store_false", default=True,
                    help="do not fine-tune the network on the video (adaptation is on by default)")
-    p.add_argument("--blur", type=float, default=None, metavar="SIGMA",
+    model.add_argument("--blur", type=float, default=None, metavar="SIGMA",
                    help="the video is blurred by a Gaussian of this sigma (HR pixels) before downsampling")
-    p.add_argument("--kernel", default=None, metavar="K.npy", help="blur kernel of the video, a 2-D .npy array")
-    p.add_argument("--no-input-deblur", dest="input_deblur", action="store_false", default=True,
+    model.add_argument("--kernel", default=None, metavar="K.npy", help="blur kernel of the video, a 2-D .npy array")
+    model.add_argument("--no-input-deblur", dest="input_deblur", action="store_false", default=True,
                    help="with --blur, do not undo the blur on the LR input before the network "
                         "(by default it is undone, so the network sees the input it was trained on)")
-    p.add_argument("--adapt-every", type=float, default=None, metavar="SECONDS",
+    adapt.add_argument("--adapt-every", type=float, default=None, metavar="SECONDS",
                    help="adapt again every SECONDS inside long shots (default: once per shot)")
-    p.add_argument("--adapt-steps", type=int, default=None, help="step budget per keyframe (default: the model's; --report records the settings used)")
-    p.add_argument("--adapt-seconds", type=float, default=None, metavar="S",
+    adapt.add_argument("--adapt-steps", type=int, default=None, help="step budget per keyframe (default: the model's; --report records the settings used)")
+    adapt.add_argument("--adapt-seconds", type=float, default=None, metavar="S",
                    help="also stop each shot's fine-tuning after S seconds (default: no time limit, only the "
                         "step budget, so a busy machine gives the same result as an idle one)")
-    p.add_argument("--adapt-lr", type=float, default=None, help="fine-tuning learning rate (default: the model's; --report records the settings used)")
-    p.add_argument("--single-frame-loss", dest="multi_frame_loss", action="store_false", default=True,
+    adapt.add_argument("--adapt-lr", type=float, default=None, help="fine-tuning learning rate (default: the model's; --report records the settings used)")
+    adapt.add_argument("--single-frame-loss", dest="multi_frame_loss", action="store_false", default=True,
                    help="fit each output to its own LR frame only (by default it must also explain the "
                         "neighbouring frames where they align under a global motion)")
-    p.add_argument("--adapt-sync", action="store_true",
+    adapt.add_argument("--adapt-sync", action="store_true",
                    help="adapt in line, with the step budget only: reproducible output")
-    p.add_argument("--adapt-background", action="store_true",
+    adapt.add_argument("--adapt-background", action="store_true",
                    help="adapt in a background thread while the previous shot is inferred (default only "
                         "when inference runs on a GPU: on the CPU the two compete for the same cores)")
-    p.add_argument("--warm-start", action="store_true", help="start each shot's adaptation from the previous shot's weights")
-    p.add_argument("--project", action="store_true",
+    adapt.add_argument("--warm-start", action="store_true", help="start each shot's adaptation from the previous shot's weights")
+    advanced.add_argument("--project", action="store_true",
                    help="finish each frame with the exact data-consistency projection x + A+(y - Ax)")
-    p.add_argument("--report", default=None, metavar="RUN.json", help="write every adaptation decision and stage time here")
-    p.add_argument("--save-adapted", default=None, metavar="DIR", help="save each shot's weights as an ONNX file (loadable with --model, ONNX Runtime, "
+    adapt.add_argument("--report", default=None, metavar="RUN.json", help="write every adaptation decision and stage time here")
+    adapt.add_argument("--save-adapted", default=None, metavar="DIR", help="save each shot's weights as an ONNX file (loadable with --model, ONNX Runtime, "
                         "vs-mlrt) and manifest.json listing the shots' frames and decisions (docs/onnx.md)")
-    p.add_argument("--tile", type=int, default=512, help="largest LR tile side before frames are tiled (default 512)")
-    p.add_argument("--memory-limit", type=int, default=None, metavar="MB",
+    advanced.add_argument("--tile", type=int, default=512, help="largest LR tile side before frames are tiled (default 512)")
+    advanced.add_argument("--memory-limit", type=int, default=None, metavar="MB",
                    help="cap the inference memory arena; a frame that does not fit is retried with smaller tiles")
-    p.add_argument("--provider", action="append", default=None, metavar="NAME",
+    advanced.add_argument("--provider", action="append", default=None, metavar="NAME",
                    help="ONNX Runtime execution provider to prefer (repeatable); default TensorRT, CUDA, CPU")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info messages")
 
 
 _MATRICES = {"bt709": 1, "fcc": 4, "bt470bg": 5, "bt601": 6, "smpte170m": 6, "smpte240m": 7, "bt2020": 9,
@@ -128,14 +173,29 @@ def encoding_args(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from vsrft import __version__
+
     parser = _Parser(prog="vsrft", description="Video super-resolution that corrects itself on the video it is given.")
+    parser.add_argument("--version", action="version", version=f"vsrft {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details (model, provider, stage times)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info messages")
+    # -v/-q are also accepted after the subcommand (`vsrft enhance a.mp4 b.mp4 -q`); SUPPRESS keeps
+    # a subcommand's parser from resetting what was given before it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log details (model, provider, stage times)")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bar or info messages")
     sub = parser.add_subparsers(dest="command", required=True)
+    add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **k: add_parser(*a, parents=[common], **k)   # type: ignore[method-assign]
 
     p = sub.add_parser("enhance", help="upscale a video file into another")
-    p.add_argument("input")
-    p.add_argument("output")
+    io = p.add_argument_group("input/output and encoding")
+    io.add_argument("input")
+    io.add_argument("output")
     _add_model_args(p)
+    p = io      # the encoding options join the input/output group
     p.add_argument("--codec", default=None,
                    help="video encoder (any PyAV/FFmpeg encoder; ffv1 for lossless); default from the output's "
                         "extension: libx264 (.mp4, .mkv, .mov, .avi, ...), libvpx-vp9 for .webm")
@@ -152,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="a resumable job: checkpoint finished segments beside the output and, if an earlier run "
                         "of the same command was interrupted, continue from its last finished segment")
+    p = sub.choices["enhance"]
     p.set_defaults(func=cmd_enhance)
 
     p = sub.add_parser("pipe", help="filter YUV4MPEG2 from stdin to stdout (for ffmpeg pipelines)",
@@ -530,8 +591,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet = getattr(args, "quiet", False)
+    handler = BarAwareHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("vsrft: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if args.verbose else (logging.WARNING if quiet else logging.INFO),
-                        format="vsrft: %(message)s", stream=sys.stderr)
+                        handlers=[handler])
     for noisy in ("PIL", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
