@@ -288,7 +288,9 @@ RAMP = "format=yuv420p10le,geq=lum='64+13*X+Y/4':cb=512:cr=512"     # a smooth g
 def hdr_clip(made, transfer: str) -> Path:
     """8 frames of a smooth 10-bit grey ramp, HEVC Main 10, BT.2020; PQ with HDR10 static metadata, or HLG."""
     params = "log-level=error" + (f":master-display={MASTER}:max-cll=1000,400" if transfer == "smpte2084" else "")
-    return made(f"hdr-{transfer}", "mkv", *lavfi("nullsrc=s=64x48:r=24,trim=end_frame=8"), "-vf", RAMP,
+    # setparams tags the frames too: FFmpeg 7+ takes the encoder's colour from the frames, not -color_trc & co.
+    tags = f"setparams=color_primaries=bt2020:color_trc={transfer}:colorspace=bt2020nc:range=tv"
+    return made(f"hdr-{transfer}", "mkv", *lavfi("nullsrc=s=64x48:r=24,trim=end_frame=8"), "-vf", f"{RAMP},{tags}",
                 "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", params, "-pix_fmt", "yuv420p10le",
                 "-color_trc", transfer, "-color_primaries", "bt2020", "-colorspace", "bt2020nc", "-color_range", "tv")
 

@@ -247,7 +247,8 @@ class VideoSink:
         cc.colorspace, cc.color_range = ref.colorspace, ref.color_range
         cc.color_primaries, cc.color_trc = ref.color_primaries, ref.color_trc
         cc.flags = ref.flags
-        cc.bit_rate = ref.bit_rate
+        if ref.bit_rate:              # PyAV 18.1.1 gives None for unset
+            cc.bit_rate = ref.bit_rate
         opts = dict(self.encoder_options)
         if reproducible and ref.name == "libx264":
             opts["x264-params"] = ":".join(filter(None, ["mbtree=0", opts.get("x264-params")]))
