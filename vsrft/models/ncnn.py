@@ -152,7 +152,8 @@ def _refuse_types(layers: list[Layer], allowed: set[str], path: Path) -> None:
 
 
 def _conv_state(conv: Layer, prefix: str, path: Path) -> dict[str, torch.Tensor]:
-    if conv.int(1) != 3 or conv.int(11, 3) != 3 or conv.int(3, 1) != 1 or conv.int(4) != 1:
+    if (conv.int(1) != 3 or conv.int(11, 3) != 3 or conv.int(2, 1) != 1 or conv.int(12, 1) != 1
+            or conv.int(3, 1) != 1 or conv.int(13, 1) != 1 or conv.int(4) != 1 or conv.int(14, 1) != 1):
         raise VsrftError(f"ncnn model {path}: {conv.name} is not a 3x3 stride-1 pad-1 convolution")
     if "bias" not in conv.weights:
         raise VsrftError(f"ncnn model {path}: {conv.name} has no bias")
