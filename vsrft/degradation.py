@@ -210,6 +210,16 @@ def pinv_matrices(op: Degradation, hr_h: int, hr_w: int) -> tuple[np.ndarray, np
             np.linalg.pinv(mw.astype(np.float64), rcond=1e-4).astype(np.float32))
 
 
+def pinv_apply_torch(r: "torch.Tensor", op: Degradation) -> "torch.Tensor":
+    """A^+ r for a separable A: the HR correction the exact projection would make.
+    r: (..., h, w) LR residual -> (..., s*h, s*w)."""
+    import torch
+
+    h, w = r.shape[-2:]
+    ph, pw = pinv_matrices(op, h * op.scale, w * op.scale)
+    return torch.from_numpy(ph) @ r @ torch.from_numpy(pw).T
+
+
 def project(hr: np.ndarray, lr: np.ndarray, op: Degradation, strength: float = 1.0) -> np.ndarray:
     """Exact data-consistency projection x + A^+ (y - A x) for a separable A.
 

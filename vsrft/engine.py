@@ -128,7 +128,7 @@ class Enhancer:
     _keyframes_started = 0
 
     def __init__(self, scale: int = 4, model: str = DEFAULT_MODEL, adapt: bool = True,
-                 blur: float | None = None, *, kernel: str | None = None, project: bool = False,
+                 blur: float | None = None, *, kernel: str | None = None, project: bool | None = None,
                  adapt_config: AdaptConfig | dict[str, Any] | None = None, adapt_every: float | None = None,
                  warm_start: bool = False, blend_frames: int = 8, tile: int = 512,
                  providers: list[str] | None = None, threads: int = 0,
@@ -147,6 +147,8 @@ class Enhancer:
             self.network.input_filter = lr_deblur_taps(self.degradation)
         if project and self.degradation.kernel is not None:
             raise VsrftError("--project needs a Gaussian or no blur; it does not support --kernel")
+        if project is None:   # self-correction ends with the projection; --no-adapt leaves the network alone
+            project = adapt and self.degradation.kernel is None
         self.project = project
         self.adapt = adapt
         if not isinstance(adapt_config, AdaptConfig):   # the model's defaults, then these overrides
@@ -366,7 +368,8 @@ class Enhancer:
         on_step(0, cfg.steps)
         try:
             state, result = finetune(module, windows, self.degradation, self.network.info.scale, cfg,
-                                     frame_index=key.index, time_s=key.time, on_step=on_step)
+                                     frame_index=key.index, time_s=key.time, on_step=on_step,
+                                     project=self.project)
         finally:
             self._adapting = None
         result.seconds += key.motion_seconds
@@ -562,6 +565,8 @@ def describe_adaptation(result: AdaptResult, kept: str = "the base network") -> 
         what = f"kept {kept}: it already explains the input, nothing to correct"
     elif result.reason.startswith(("diverged", "non-finite")):
         what = f"kept {kept}: the fine-tuning diverged"
+    elif result.reason.startswith("less stable over time"):
+        what = f"kept {kept}: the adapted output flickered more"
     elif result.cut_short and result.steps == 0:
         what = f"kept {kept}: not adapted"
     else:

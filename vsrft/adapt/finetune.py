@@ -27,9 +27,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vsrft.adapt.evidence import temporal_evidence
 from vsrft.adapt.motion import hr_crop_theta, window_motions
 from vsrft.adapt.optimizer import SGD, Adam
-from vsrft.degradation import Degradation, degrade_torch, pinv_matrices, resize_torch
+from vsrft.degradation import Degradation, degrade_torch, pinv_apply_torch, resize_torch
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ class AdaptConfig:
     # and, with neighbours, the gain on the held-out neighbours' aligned pixels alone: fitting the
     # centre frames' own residual (aliasing, noise) does not make the output explain other frames
     min_neighbour_gain_db: float = 1.0
+    # the adapted output's warping error over the keyframe's frames, along the input's motion, may be
+    # at most this multiple of the starting network's (None: no temporal check; vsrft.adapt.evidence)
+    max_flicker_ratio: float | None = 1.0
     null_weight: float = 0.0        # > 0: penalise changes of the output in A's null space (what y cannot see)
     floor_db: float = 55.0          # skip when held-out LR-PSNR is already this high (8-bit rounding noise: 58.9 dB)
     plateau_db: float = 0.0         # > 0: stop when LR-PSNR gains less than this per check (paper: 0.04)
@@ -102,6 +106,8 @@ class AdaptResult:
     heldout_neighbour_psnr_before: float = math.nan   # the held-out crops' neighbour terms alone
     heldout_neighbour_psnr_after: float = math.nan
     swap_seconds: float = 0.0
+    flicker_before: float = math.nan     # warping error of the starting / adapted output (temporal check)
+    flicker_after: float = math.nan
     cut_short: bool = False              # the wall-clock budget (`AdaptConfig.seconds`) stopped it before `steps`
     steps_planned: int = 0               # the step budget it had
     losses: list[float] = field(default_factory=list)
@@ -163,7 +169,7 @@ def consistency_loss(module: nn.Module, batch: CropBatch, op: Degradation, model
     null = 0.0
     if reference is not None and cfg.null_weight:
         c = hr - reference
-        c = c - _pinv_apply(degrade_torch(c, op), op)
+        c = c - pinv_apply_torch(degrade_torch(c, op), op)
         m = cfg.margin * op.scale
         if m and 2 * m < min(c.shape[-2:]):
             c = c[..., m:-m, m:-m]
@@ -209,7 +215,7 @@ def _weighted_error(d: torch.Tensor, op: Degradation, cfg: AdaptConfig) -> torch
     d_luma = (d * _LUMA.to(d.dtype)).sum(1, keepdim=True)
     d_chroma = d - d_luma
     if cfg.loss == "precond":
-        d_luma, d_chroma = _pinv_apply(d_luma, op), _pinv_apply(d_chroma, op)
+        d_luma, d_chroma = pinv_apply_torch(d_luma, op), pinv_apply_torch(d_chroma, op)
     return d_luma ** 2 + cfg.chroma_weight * (d_chroma ** 2).mean(1, keepdim=True)
 
 
@@ -218,13 +224,6 @@ def _inner(x: torch.Tensor, margin: int) -> torch.Tensor:
     if margin and 2 * margin < min(x.shape[-2:]):
         return x[..., margin:-margin, margin:-margin]
     return x
-
-
-def _pinv_apply(r: torch.Tensor, op: Degradation) -> torch.Tensor:
-    """A^+ r for a separable A: the HR correction the exact projection would make."""
-    h, w = r.shape[-2:]
-    ph, pw = pinv_matrices(op, h * op.scale, w * op.scale)
-    return torch.from_numpy(ph) @ r @ torch.from_numpy(pw).T
 
 
 def _psnr(mse: float) -> float:
@@ -261,24 +260,50 @@ def sample_crops(windows: list[TrainingWindow], count: int, size: int, rng: np.r
     return batch
 
 
+# parameter-name prefixes of each layer subset, for vsrft's VSRNet; other architectures name theirs
+# in a `layer_groups` attribute (same keys)
+LAYER_GROUPS: dict[str, tuple[str, ...]] = {"body": ("body.",), "upsample": ("upsample.", "body_tail."),
+                                            "head": ("head.",), "ends": ("head.", "upsample.", "body_tail.")}
+
+
 def _trainable(module: nn.Module, layers: str) -> list[nn.Parameter]:
     if layers == "all":
         return list(module.parameters())
-    names = {"body": ("body",), "upsample": ("upsample", "body_tail"), "head": ("head",),
-             "ends": ("head", "upsample", "body_tail")}.get(layers)
+    names = getattr(module, "layer_groups", LAYER_GROUPS).get(layers)
     if names is None:
         raise ValueError(f"unknown layer subset {layers!r}")
-    params = [p for n, p in module.named_parameters() if n.startswith(names)]
-    return params or list(module.parameters())
+    params = [p for n, p in module.named_parameters() if n.startswith(tuple(names))]
+    if not params:
+        raise ValueError(f"{type(module).__name__} has no parameters in the layer subset {layers!r}")
+    return params
+
+
+def _judge_over_time(res: AdaptResult, start: nn.Module, net: nn.Module, windows: list[TrainingWindow],
+                     op: Degradation, model_scale: int, cfg: AdaptConfig, project: bool) -> None:
+    """Veto an LR-accepted adaptation whose output moves less consistently with the scene than
+    the starting network's (`vsrft.adapt.evidence`): LR consistency cannot see what it did in
+    A's null space."""
+    stacks = torch.from_numpy(np.stack([w.stack for w in windows])).mul_(1 / 255)
+    evidence = temporal_evidence(start.eval(), net, stacks, op, model_scale, project)
+    if evidence is None:
+        return
+    res.flicker_before, res.flicker_after = evidence.before, evidence.after
+    if not evidence.ratio <= cfg.max_flicker_ratio:
+        res.accepted = False
+        res.reason = (f"less stable over time: the adapted output's warping error is {evidence.ratio:.2f}x the "
+                      f"starting network's on {evidence.frames} frames ({res.reason})")
+    else:
+        res.reason += f"; warping error {evidence.ratio:.2f}x"
 
 
 def finetune(module: nn.Module, windows: list[TrainingWindow | np.ndarray], op: Degradation, model_scale: int,
              cfg: AdaptConfig, frame_index: int = 0, time_s: float | None = None,
-             on_step: Callable[[int, int], None] | None = None
+             on_step: Callable[[int, int], None] | None = None, project: bool = False
              ) -> tuple[dict[str, torch.Tensor] | None, AdaptResult]:
     """Fine-tune a copy of `module` on LR windows: `TrainingWindow`s, or bare (C + 3, h, w)
     stacks on the 0..255 scale (the network's input, then the centre frame the loss compares
-    with; `Network.adaptation_window`).
+    with; `Network.adaptation_window`), consecutive and in stream order. `project`: the output
+    will be projected onto the input, so the temporal check judges it so.
 
     Returns (new state dict or None when rejected, report). `module` itself is not changed.
     `on_step(done, planned)` is called after each step (progress display; it must be quick).
@@ -379,6 +404,8 @@ def finetune(module: nn.Module, windows: list[TrainingWindow | np.ndarray], op: 
         res.reason = f"held-out LR-PSNR {gain:+.3f} dB"
         if math.isfinite(neighbour_gain):
             res.reason += f" ({neighbour_gain:+.3f} dB on the neighbour frames)"
+        if cfg.max_flicker_ratio is not None:
+            _judge_over_time(res, module, net, windows, op, model_scale, cfg, project)
     res.seconds = time.perf_counter() - t0
     if not res.accepted:
         net.load_state_dict(start)

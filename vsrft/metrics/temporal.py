@@ -22,7 +22,7 @@ import numpy as np
 
 from vsrft.metrics.lpips import LPIPS
 
-__all__ = ["tof", "warping_error", "warping_error_gap", "tmse", "tlp", "flicker"]
+__all__ = ["tof", "warping_error", "warping_error_gap", "warping_errors", "tmse", "tlp", "flicker"]
 
 Frames = Sequence[np.ndarray]
 
@@ -144,6 +144,18 @@ def warping_error(frames: Frames, flow_source_frames: Frames) -> float:
     """
     _check_pair(frames, flow_source_frames)
     return _warp_error(frames, _flows_and_masks(flow_source_frames))
+
+
+def warping_errors(candidates: Sequence[Frames], flow_source_frames: Frames) -> list[float]:
+    """`warping_error` of each candidate sequence along one motion, estimated once.
+
+    The no-reference use: flow from the input (upsampled to the output size) ranks outputs of the
+    same input by how well their content moves with the scene. candidates: sequences shaped like
+    flow_source_frames (T >= 2 HxWx3 each)."""
+    for frames in candidates:
+        _check_pair(frames, flow_source_frames)
+    flows = _flows_and_masks(flow_source_frames)
+    return [_warp_error(frames, flows) for frames in candidates]
 
 
 def warping_error_gap(out_frames: Frames, ref_frames: Frames) -> float:

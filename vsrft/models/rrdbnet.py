@@ -75,6 +75,13 @@ class RRDBNet(nn.Module):
                 "num_grow_ch": self.num_grow_ch, "scale": self.scale, "frames": 1}
 
     @property
+    def layer_groups(self) -> dict[str, tuple[str, ...]]:
+        """Parameter-name prefixes of the adaptation's layer subsets (`AdaptConfig.layers`)."""
+        tail = ("conv_up1.", "conv_up2.", "conv_hr.", "conv_last.")
+        return {"head": ("conv_first.",), "body": ("body.", "conv_body."), "upsample": tail,
+                "ends": ("conv_first.", *tail)}
+
+    @property
     def receptive_radius(self) -> int:
         """Tile overlap in LR pixels. The exact receptive field (~16 px per RRDB) would make tiles
         the whole frame; the dense blocks' influence decays within a few pixels, and Real-ESRGAN's

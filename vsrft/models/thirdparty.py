@@ -39,6 +39,16 @@ class SRVGGNetCompact(nn.Module):
         self.body.append(nn.Conv2d(num_feat, num_out_ch * upscale * upscale, 3, 1, 1))
         self.upsampler = nn.PixelShuffle(upscale)
 
+    @property
+    def layer_groups(self) -> dict[str, tuple[str, ...]]:
+        """Parameter-name prefixes of the adaptation's layer subsets (`AdaptConfig.layers`):
+        "upsample" is the last hidden conv, its activation and the output conv."""
+        last = 2 * self.num_conv + 2
+        tail = tuple(f"body.{i}." for i in range(last - 2, last + 1))
+        head = ("body.0.", "body.1.")
+        return {"head": head, "upsample": tail, "ends": head + tail,
+                "body": tuple(f"body.{i}." for i in range(2, last - 2))}
+
     def _activation(self, n: int) -> nn.Module:
         if self.act_type == "relu":
             return nn.ReLU(inplace=True)

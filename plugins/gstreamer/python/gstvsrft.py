@@ -214,8 +214,8 @@ class Vsrft(Gst.Element):
                              "shot is inferred (default only when inference runs on a GPU)", False, _RW),
         "warm-start": (bool, "Warm start", "Start each shot's adaptation from the previous shot's weights",
                        False, _RW),
-        "project": (bool, "Project", "Finish each frame with the data-consistency projection x + A+(y - Ax)",
-                    False, _RW),
+        "project": (bool, "Project", "Finish each frame with the data-consistency projection x + A+(y - Ax), "
+                    "also without adaptation (when adapting it is always on)", False, _RW),
         "tile": (int, "Tile", "Largest LR tile side before frames are tiled", 16, 1 << 20, 512, _RW),
         "threads": (int, "Threads", "ONNX Runtime intra-op threads (0: its default)", 0, 1024, 0, _RW),
         "provider": (str, "Provider", "ONNX Runtime execution provider(s) to prefer, comma separated "
@@ -288,7 +288,7 @@ class Vsrft(Gst.Element):
             raise self._engine.VsrftError(f"kernel file not found: {kernel}")
         providers = [s.strip() for s in (p["provider"] or "").split(",") if s.strip()] or None
         options = {"scale": p["scale"], "model": p["model"], "adapt": p["adapt"], "blur": p["blur"], "kernel": kernel,
-                   "project": p["project"], "adapt_config": cfg, "adapt_every": p["adapt-every"] or None,
+                   "project": p["project"] or None, "adapt_config": cfg, "adapt_every": p["adapt-every"] or None,
                    "warm_start": p["warm-start"], "tile": p["tile"], "providers": providers, "threads": p["threads"],
                    "input_deblur": p["input-deblur"]}
         if p["adapt-sync"]:
