@@ -32,6 +32,7 @@ from quality_adapt import CASES, EXTRA_CASES, footage, sequence_set  # noqa: E40
 from vsrft.adapt.motion import (MOTION_RESOLUTION, chain_motions, global_motion, hr_sampling_grid,  # noqa: E402
                                 luma, motion_between, motion_view)
 from vsrft.engine import Enhancer  # noqa: E402
+from vsrft.evaluation import data_line, photos_dir  # noqa: E402
 
 
 def warp_psnr(motion: np.ndarray, scale: int, centre: np.ndarray, other: np.ndarray, border: int = 8) -> float:
@@ -50,13 +51,17 @@ def warp_psnr(motion: np.ndarray, scale: int, centre: np.ndarray, other: np.ndar
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--case", default="blur", choices=[*CASES, *EXTRA_CASES])
-    ap.add_argument("--photos", default="/work/data/photos")
+    ap.add_argument("--data", default=None, metavar="DIR",
+                    help="data folder made by benchmarks/data.py (default: $VSRFT_DATA, else ~/.cache/vsrft/data)")
+    ap.add_argument("--photos", default=None, help="folder whose held-out photos make sequences (default: DIR/photos)")
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--step", type=int, default=4, help="every step-th frame is a centre")
     group = ap.add_mutually_exclusive_group()
     group.add_argument("--second-set", action="store_true")
     group.add_argument("--third-set", action="store_true")
     args = ap.parse_args()
+    print(data_line(args.data, None if args.data or not args.photos else args.photos), flush=True)
+    args.photos = args.photos or str(photos_dir(args.data))   # its clips: the data folder it sits in
     model, scale, blur, told, crf = {**CASES, **EXTRA_CASES}[args.case]
     seqs = sequence_set(args.photos, args.frames,
                         "second" if args.second_set else "third" if args.third_set else "benchmark")

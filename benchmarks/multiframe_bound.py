@@ -32,6 +32,7 @@ from vsrft.adapt.finetune import aligned_pixels  # noqa: E402
 from vsrft.adapt.motion import MOTION_RESOLUTION, chain_motions, hr_sampling_grid, motion_between, motion_view  # noqa: E402
 from vsrft.degradation import Degradation, degrade_torch  # noqa: E402
 from vsrft.engine import Enhancer  # noqa: E402
+from vsrft.evaluation import data_line, photos_dir  # noqa: E402
 from vsrft.metrics.fidelity import psnr_y  # noqa: E402
 
 
@@ -84,10 +85,14 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--tolerance", type=float, default=AdaptConfig().align_tolerance,
                     help="code values, as AdaptConfig.align_tolerance (its default)")
-    ap.add_argument("--photos", default="/work/data/photos")
+    ap.add_argument("--data", default=None, metavar="DIR",
+                    help="data folder made by benchmarks/data.py (default: $VSRFT_DATA, else ~/.cache/vsrft/data)")
+    ap.add_argument("--photos", default=None, help="folder whose held-out photos make sequences (default: DIR/photos)")
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--second-set", action="store_true")
     args = ap.parse_args()
+    print(data_line(args.data, None if args.data or not args.photos else args.photos), flush=True)
+    args.photos = args.photos or str(photos_dir(args.data))   # its clips: the data folder it sits in
     torch.set_num_threads(2)
     model, scale, footage_blur, told, crf = {**CASES, **EXTRA_CASES}[args.case]
     seqs = sequence_set(args.photos, args.frames, "second" if args.second_set else "benchmark")

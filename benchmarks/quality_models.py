@@ -1,14 +1,15 @@
 """Model-card validation table: bicubic vs the vsrft models at x4 on the held-out set.
 
-    PYTHONPATH=. python benchmarks/quality_models.py --models vsrft-mse vsrft-gan \
-        --photos /work/data/photos --json quality.json
+    python benchmarks/data.py                  # once: the photos and clips (see README, "Reproduce the figures")
+    PYTHONPATH=. python benchmarks/quality_models.py --models vsrft-mse vsrft-gan --json quality.json
 
 Builds `vsrft.evaluation.heldout_sequences` (camera motion over the photos training held out,
 plus bikes.mp4 / vtest.avi when installed), degrades them with the training operator
-(bicubic x4), upscales with bicubic and each model through `Enhancer`, and prints a markdown
-table (Y-PSNR, SSIM, LPIPS, tOF, warping-error gap), the per-sequence values, the sequences
-used, the checks of the "Built-in VSR models" bar and the exact command. `--quick` is a small
-smoke run (2 photos, 8 frames per sequence); its numbers are not the model card's.
+(bicubic x4), upscales with bicubic and each model through `Enhancer`, and prints the data
+folder's manifest digest (`--data`: the folder `benchmarks/data.py` made), a markdown table
+(Y-PSNR, SSIM, LPIPS, tOF, warping-error gap), the per-sequence values, the sequences used,
+the checks of the "Built-in VSR models" bar and the exact command. `--quick` is a small smoke
+run (2 photos, 8 frames per sequence); its numbers are not the model card's.
 Models are built-in names or checkpoint paths. Exit status 1 when a bar check fails, 2 when a
 model cannot be loaded (unless --skip-missing).
 """
@@ -30,7 +31,8 @@ except ImportError:  # run from a checkout without installing
 
 from vsrft.degradation import Degradation  # noqa: E402
 from vsrft.errors import VsrftError  # noqa: E402
-from vsrft.evaluation import bar_checks, heldout_sequences, model_table, split_method, to_markdown  # noqa: E402
+from vsrft.evaluation import (bar_checks, data_dir, data_line, heldout_sequences, model_table,  # noqa: E402
+                              photos_dir, split_method, to_markdown)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,8 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", default=["vsrft-mse", "vsrft-gan"],
                    help="built-in model names or checkpoint paths (default: vsrft-mse vsrft-gan), adaptation off; "
                         "append +adapt (vsrft-gan+adapt) for a row with test-time adaptation on")
-    p.add_argument("--photos", nargs="+", default=["/work/data/photos"],
-                   help="photo folders; only photos is_held_out(path, 0.12) are used (default: /work/data/photos)")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="data folder made by benchmarks/data.py (default: $VSRFT_DATA, else ~/.cache/vsrft/data)")
+    p.add_argument("--photos", nargs="+", default=None,
+                   help="photo folders; only photos is_held_out(path, 0.12) are used (default: DIR/photos)")
     p.add_argument("--json", metavar="PATH", help="also write the table, sequences and command as JSON")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 photos and 8 frames per sequence")
     p.add_argument("--scale", type=int, default=4)
@@ -100,11 +104,13 @@ def main(argv: list[str] | None = None) -> int:
         print("cannot load " + ", ".join(missing) + " (pass --skip-missing to leave them out)", file=sys.stderr)
         return 2
 
-    seqs = heldout_sequences(args.photos, photos=2 if args.quick else None, photo_frames=8 if args.quick else 12,
-                             clips=not args.no_clips, clip_frames=8 if args.quick else 30, scale=args.scale,
+    print(data_line(args.data, None if args.data or not args.photos else args.photos[0]), flush=True)
+    seqs = heldout_sequences(args.photos or [photos_dir(args.data)], data=args.data, photos=2 if args.quick else None,
+                             photo_frames=8 if args.quick else 12, clips=not args.no_clips, clip_frames=8 if args.quick else 30, scale=args.scale,
                              seed=args.seed)
     if not seqs:
-        print("no validation sequences (no held-out photos under --photos and no clip installed)", file=sys.stderr)
+        print(f"no validation sequences (no held-out photos under {args.photos or photos_dir(args.data)} and no clip; "
+              f"run python benchmarks/data.py {data_dir(args.data)})", file=sys.stderr)
         return 2
     op = Degradation(scale=args.scale)
     rows = model_table(models, seqs, scale=args.scale, degradation=op, threads=args.threads)

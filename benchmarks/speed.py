@@ -8,6 +8,7 @@ Prints markdown tables; one run, so compare the ratios inside it (these machines
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -122,6 +123,10 @@ def main() -> None:
     models = args.model or ["vsrft-mse"]
     w, h = map(int, args.size.split("x"))
     torch.set_num_threads(os.cpu_count() or 1)
+    sample = Path(__file__).resolve().parents[1] / "samples" / "concert.mp4"
+    digest = hashlib.sha256(sample.read_bytes()).hexdigest() if sample.is_file() else "missing"
+    # the only data this benchmark reads is in the repository, not the data folder of benchmarks/data.py
+    print(f"data: {sample.relative_to(sample.parents[1])} (in the repository), sha256 {digest}")
     print(f"# vsrft speed, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}\n")
     gemm = gemm_gflops()

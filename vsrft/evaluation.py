@@ -147,10 +147,17 @@ def manifest_digest(entries: Iterable[dict]) -> str:
     return hashlib.sha256("".join(f"{h}  {f}\n" for f, h in lines).encode()).hexdigest()
 
 
-def data_line(data: str | os.PathLike | None = None) -> str:
+def data_line(data: str | os.PathLike | None = None, photos: str | os.PathLike | None = None) -> str:
     """One line naming the data folder and its manifest digest, for the head of a benchmark's
     output; flags files missing or of another size than the manifest says (cheap: no hashing;
-    ``python benchmarks/data.py --verify`` hashes)."""
+    ``python benchmarks/data.py --verify`` hashes). With only a photo folder (`photos`, a
+    benchmark's ``--photos``), the data folder it sits in, if any."""
+    if data is None and photos is not None:
+        found = _data_of(photos)
+        if found is None:
+            return f"data: photos from {photos} (no {MANIFEST} beside them: not assembled by benchmarks/data.py; " \
+                   "figures may not be comparable)"
+        data = found
     root = data_dir(data)
     mf = root / MANIFEST
     if not mf.is_file():
