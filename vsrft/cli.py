@@ -268,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train", help="train a model from folders of photos and/or clips")
-    p.add_argument("data", nargs="+", help="folders (or files) of photos and videos")
+    p.add_argument("data", nargs="*",
+                   help="folders (or files) of photos and videos (default: the data folder's photos/: "
+                        "$VSRFT_DATA/photos, else ~/.cache/vsrft/data/photos; `python benchmarks/data.py` makes it)")
     p.add_argument("--out", required=True, help="checkpoint to write (a .state.pt beside it allows --resume)")
     p.add_argument("--channels", type=int, default=32)
     p.add_argument("--blocks", type=int, default=6)
@@ -577,13 +579,18 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from vsrft.evaluation import data_line, photos_dir
     from vsrft.train.loop import TrainConfig, train
 
-    cfg = TrainConfig(data=args.data, out=args.out, channels=args.channels, blocks=args.blocks, steps=args.steps,
+    data = args.data or [str(photos_dir())]
+    if not args.data and not Path(data[0]).is_dir():
+        raise VsrftError(f"no training data given and the default folder {data[0]} does not exist: "
+                         "make it with `python benchmarks/data.py` (or set VSRFT_DATA, or name folders)")
+    cfg = TrainConfig(data=data, out=args.out, channels=args.channels, blocks=args.blocks, steps=args.steps,
                       minutes=args.minutes, batch=args.batch, lr_patch=args.lr_patch, lr=args.lr,
                       gan_weight=args.gan_weight, init=args.init, seed=args.seed, threads=args.threads,
                       resume=args.resume, log_every=args.log_every,
-                      meta={"command": "vsrft " + " ".join(sys.argv[1:])})
+                      meta={"command": "vsrft " + " ".join(sys.argv[1:]), "data": data_line(photos=data[0])})
     try:
         train(cfg)
     except ValueError as exc:      # no usable media, patch too large for the images
