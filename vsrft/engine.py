@@ -147,8 +147,9 @@ class Enhancer:
             self.network.input_filter = lr_deblur_taps(self.degradation)
         if project and self.degradation.kernel is not None:
             raise VsrftError("--project needs a Gaussian or no blur; it does not support --kernel")
-        if project is None:   # self-correction ends with the projection; --no-adapt leaves the network alone
-            project = adapt and self.degradation.kernel is None
+        if project is None:   # self-correction ends with the projection where A^+ is well conditioned:
+            # bicubic alone (a told blur has the input deblur instead; A^+ of a blur amplifies noise)
+            project = adapt and self.degradation.kernel is None and not self.degradation.blur_sigma
         self.project = project
         self.adapt = adapt
         if not isinstance(adapt_config, AdaptConfig):   # the model's defaults, then these overrides
@@ -522,6 +523,8 @@ class Enhancer:
             self._write_onnx(folder / f"{info.name}-base.onnx", self._pretrained, export_for_tools, None)
         manifest = {"format": "vsrft-adapted-1", "model": info.name, "scale": info.scale, "frames_total": self.stats.frames,
                     "degradation": json.loads(self.degradation.to_json()), "input_filter": self._input_filter_taps(),
+                    # vsrft's own output was the graphs' output projected onto the input: x + A^+(y - A x)
+                    "projected": self.project,
                     "layout": "see docs/onnx.md and each file's metadata_props", "shots": shots,
                     "files": sorted(set(written.values()))}
         path = folder / "manifest.json"

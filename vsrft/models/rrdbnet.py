@@ -8,6 +8,8 @@ first, so conv_first sees 12 (48) channels.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -81,6 +83,23 @@ class RRDBNet(nn.Module):
         return {"head": ("conv_first.",), "body": ("body.", "conv_body."), "upsample": tail,
                 "ends": ("conv_first.", *tail)}
 
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        feat = self.conv_first(x)
+        return feat + self.conv_body(self.body(feat))
+
+    def _upsample(self, feat: torch.Tensor) -> torch.Tensor:
+        feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))
+        feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")))
+        return self.conv_last(self.lrelu(self.conv_hr(feat)))
+
+    def split(self, layers: str) -> tuple[Callable[[torch.Tensor], torch.Tensor],
+                                          Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] | None:
+        """(front, tail) with forward(x) == tail(front(x), x) when only the upsampling layers adapt
+        (the body's features, on the LR grid at x4); None otherwise."""
+        if layers != "upsample" or self.unshuffle != 1:
+            return None
+        return self._features, (lambda feat, x: self._upsample(feat))
+
     @property
     def receptive_radius(self) -> int:
         """Tile overlap in LR pixels. The exact receptive field (~16 px per RRDB) would make tiles
@@ -97,11 +116,7 @@ class RRDBNet(nn.Module):
             x = F.pad(x, (0, r, 0, r), mode="reflect")
             x = x[..., : (h + r - 1) // r * r, : (w + r - 1) // r * r]
             x = F.pixel_unshuffle(x, r)
-        feat = self.conv_first(x)
-        feat = feat + self.conv_body(self.body(feat))
-        feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))
-        feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")))
-        out = self.conv_last(self.lrelu(self.conv_hr(feat)))
+        out = self._upsample(self._features(x))
         if self.unshuffle > 1:
             out = out[..., : h * self.scale, : w * self.scale]
         return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -68,15 +69,30 @@ class SRVGGNetCompact(nn.Module):
     def receptive_radius(self) -> int:
         return self.num_conv + 2 + (self.scale != self.upscale)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = x
-        for layer in self.body:
-            out = layer(out)
+    def split(self, layers: str) -> tuple[Callable[[torch.Tensor], torch.Tensor],
+                                          Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] | None:
+        """(front, tail) with forward(x) == tail(front(x), x), the front being the layers that do
+        not move when only `layers` adapt (features on the LR grid); None when nothing is frozen
+        in front of them."""
+        if layers != "upsample":
+            return None
+        first_moving = 2 * self.num_conv
+        return (lambda x: self._run(x, 0, first_moving)), (lambda f, x: self._tail(self._run(f, first_moving), x))
+
+    def _run(self, x: torch.Tensor, start: int, stop: int | None = None) -> torch.Tensor:
+        for layer in self.body[start:stop]:
+            x = layer(x)
+        return x
+
+    def _tail(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         out = self.upsampler(out)
         out = out + F.interpolate(x, scale_factor=self.upscale, mode="nearest")
         if self.scale != self.upscale:
             out = F.interpolate(out, scale_factor=self.scale / self.upscale, mode="bicubic", align_corners=False)
         return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._tail(self._run(x, 0), x)
 
 
 def recognise(blob: dict, path: Path) -> tuple[dict, dict]:
