@@ -13,7 +13,7 @@ import av
 import numpy as np
 import pytest
 
-from helpers import SAMPLE, cli_env, decoded_rgb, probe
+from helpers import SAMPLE, cli_env, decoded_rgb, probe, random_vsrnet
 from vsrft.adapt import AdaptConfig
 from vsrft.engine import Enhancer, enhance
 from vsrft.io.segments import job_folder
@@ -110,3 +110,60 @@ def test_other_settings_start_the_job_over(tiny_model, tmp_path) -> None:
     enh = Enhancer(model=str(tiny_model), adapt=False)
     enhance(SAMPLE, out, enhancer=enh, codec="ffv1", resume=True)
     assert len(decoded_rgb(out)) == 144 and not job.exists()
+
+
+def _interrupted_job(tiny_model: Path, out: Path, **options) -> None:
+    """A resumable job of SAMPLE stopped after 60 frames, with segments on disk."""
+    def stop_at_60(p) -> None:
+        if p.frames_done >= 60:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        enhance(SAMPLE, out, enhancer=Enhancer(model=str(tiny_model), **options), progress=stop_at_60,
+                codec="ffv1", pix_fmt="bgr0", resume=True, segment_seconds=0.5)
+    assert json.loads((job_folder(out) / "manifest.json").read_text())["segments"]
+
+
+def test_toggling_the_input_deblur_starts_the_job_over(tiny_model, tmp_path) -> None:
+    """The resume bug: the job's fingerprint left out the input deblur, so a job interrupted with it and
+    resumed without it (same --blur) joined frames made two ways. Control: the same settings resume."""
+    same, other = tmp_path / "same.mkv", tmp_path / "other.mkv"
+    for out in (same, other):
+        _interrupted_job(tiny_model, out, adapt=False, blur=1.0)
+    resumed = Enhancer(model=str(tiny_model), adapt=False, blur=1.0)
+    enhance(SAMPLE, same, enhancer=resumed, codec="ffv1", pix_fmt="bgr0", resume=True, segment_seconds=0.5)
+    assert resumed.skip_before > 0                                      # continued where it stopped
+    fresh = Enhancer(model=str(tiny_model), adapt=False, blur=1.0, input_deblur=False)
+    enhance(SAMPLE, other, enhancer=fresh, codec="ffv1", pix_fmt="bgr0", resume=True, segment_seconds=0.5)
+    assert fresh.skip_before == 0 and not job_folder(other).exists()    # started over
+    want = list(Enhancer(model=str(tiny_model), adapt=False, blur=1.0, input_deblur=False).process(decoded_rgb(SAMPLE)))
+    got = decoded_rgb(other)
+    assert len(got) == 144 and all(np.array_equal(a, b) for a, b in zip(got, want))
+
+
+_BASE = {"adapt": True, "blur": 1.0, "adapt_config": {"steps": 2}}
+
+
+@pytest.mark.parametrize("change", [
+    {"input_deblur": False}, {"blur": 0.5}, {"kernel": "box"}, {"project": True}, {"adapt": False},
+    {"adapt_config": {"steps": 3}}, {"adapt_config": {"steps": 2, "lr": 1e-4}},
+    {"adapt_config": {"steps": 2, "neighbours": False}}, {"adapt_config": {"steps": 2, "max_flicker_ratio": None}},
+    {"adapt_every": 2.0}, {"warm_start": True}, {"blend_frames": 4}, {"adapt_sync": True}, {"scale": 2},
+    {"model": "other"}], ids=lambda c: ",".join(c))
+def test_every_setting_that_changes_frames_is_in_the_fingerprint(tiny_model, tmp_path, change) -> None:
+    """`Enhancer.settings()` (the resume fingerprint, the report's and the saved models' settings)
+    changes with every option that changes the output frames."""
+    change = dict(change)
+    if change.get("kernel") == "box":
+        np.save(tmp_path / "box.npy", np.full((5, 5), 1 / 25, np.float32))
+        change["kernel"] = str(tmp_path / "box.npy")
+    if change.get("model") == "other":           # the same name and architecture, other weights
+        from vsrft.models import checkpoint
+
+        model = random_vsrnet(seed=1)
+        (tmp_path / "other").mkdir()
+        checkpoint.save(tmp_path / "other" / Path(tiny_model).name, model, model.config, {"description": "other"})
+        change["model"] = str(tmp_path / "other" / Path(tiny_model).name)
+    base = Enhancer(model=str(tiny_model), **_BASE).settings()
+    assert Enhancer(model=str(tiny_model), **_BASE).settings() == base
+    assert Enhancer(**{"model": str(tiny_model), **_BASE, **change}).settings() != base

@@ -8,6 +8,7 @@ encode on separate threads.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import queue
@@ -126,6 +127,7 @@ class Enhancer:
     _adapting: tuple[int, int, float] | None = None    # the running fine-tuning: (steps done, budget, start)
     _frames_in = 0
     _keyframes_started = 0
+    _weights_digest: str | None = None
 
     def __init__(self, scale: int = 4, model: str = DEFAULT_MODEL, adapt: bool = True,
                  blur: float | None = None, *, kernel: str | None = None, project: bool | None = None,
@@ -476,16 +478,27 @@ class Enhancer:
         """The input deblur's taps as recorded in reports and saved checkpoints."""
         return None if self.network.input_filter is None else self.network.input_filter.tolist()
 
+    def settings(self) -> dict[str, Any]:
+        """Everything about this Enhancer that determines its output frames, as JSON values: the
+        settings part of `report()`, of `save_adapted`'s manifest and of a resumable job's
+        fingerprint (a job resumes only onto segments made with the same settings)."""
+        info = self.network.info
+        if self._weights_digest is None:         # the loaded weights (adapted ones are swapped into the session)
+            from vsrft.runtime.export import weights_digest
+            self._weights_digest = weights_digest(self.network.module)
+        return {"model": info.name, "weights": self._weights_digest, "model_config": info.config,
+                "scale": self.scale, "degradation": json.loads(self.degradation.to_json()),
+                "input_filter": self._input_filter_taps(), "project": self.project, "adapt": self.adapt,
+                "adapt_config": self.adapt_config.to_dict(), "adapt_every_s": self.policy.every_s,
+                # in line with the step budget only: a time limit, if any, is ignored
+                "adapt_sync": self.adapt_sync, "warm_start": self.warm_start, "blend_frames": self.blend_frames,
+                "provider": self.provider}
+
     def report(self) -> dict:
-        """Everything a --report file holds: settings, every adaptation decision, stage times."""
-        return {"model": self.network.info.name, "model_config": self.network.info.config, "scale": self.scale,
-                "degradation": str(self.degradation), "degradation_json": self.degradation.to_json(),
-                "adapt": self.adapt, "adapt_config": self.adapt_config.to_dict(),
-                "adapt_every_s": self.policy.every_s,
-                "input_filter": self._input_filter_taps(),
+        """Everything a --report file holds: `settings()`, every adaptation decision, stage times."""
+        return {**self.settings(), "degradation_text": str(self.degradation),
                 "adapt_mode": "in line, step budget only" if self.adapt_sync else
                               "background thread" if self.adapt_thread else "in line",
-                "project": self.project, "provider": self.provider,
                 "frames": self.stats.frames, "cuts": self.stats.cuts, "seconds": dict(self.stats.seconds),
                 "keyframes": [r.to_dict() for r in self.reports]}
 
@@ -494,8 +507,6 @@ class Enhancer:
         ranges, decisions, file names); returns the manifest's path. Each file is self-describing
         (`vsrft.runtime.export.export_for_tools`, docs/onnx.md): plain ONNX Runtime and vs-mlrt run
         it, and `--model FILE` loads it back. Needs `keep_decisions=True` before `process`."""
-        import json
-
         from vsrft.runtime.export import export_for_tools
 
         if self.reports and self._decisions is None:
@@ -521,12 +532,13 @@ class Enhancer:
         if not decisions:                        # --no-adapt: the network as loaded
             written[id(self._pretrained)] = f"{info.name}-base.onnx"
             self._write_onnx(folder / f"{info.name}-base.onnx", self._pretrained, export_for_tools, None)
+        settings = self.settings()
         manifest = {"format": "vsrft-adapted-1", "model": info.name, "scale": info.scale, "frames_total": self.stats.frames,
-                    "degradation": json.loads(self.degradation.to_json()), "input_filter": self._input_filter_taps(),
+                    "degradation": settings["degradation"], "input_filter": settings["input_filter"],
                     # vsrft's own output was the graphs' output projected onto the input: x + A^+(y - A x)
-                    "projected": self.project,
+                    "projected": settings["project"],
                     "layout": "see docs/onnx.md and each file's metadata_props", "shots": shots,
-                    "files": sorted(set(written.values()))}
+                    "files": sorted(set(written.values())), "settings": settings}
         path = folder / "manifest.json"
         path.write_text(json.dumps(manifest, indent=2, default=str))
         return path
@@ -628,16 +640,6 @@ def _check_rgb(rgb: np.ndarray, index: int) -> None:
         raise ValueError(f"frame {index} is empty")
 
 
-def _settings(enh: Enhancer) -> dict[str, Any]:
-    """Everything about an Enhancer that changes its output (for resumable jobs)."""
-    from vsrft.runtime.export import weights_digest
-
-    return {"model": enh.network.info.name, "weights": weights_digest(enh.network.module),
-            "config": enh.network.info.config, "scale": enh.scale, "degradation": enh.degradation.to_json(),
-            "adapt": enh.adapt, "adapt_config": enh.adapt_config.to_dict(), "adapt_every": enh.policy.every_s,
-            "warm_start": enh.warm_start, "blend_frames": enh.blend_frames, "project": enh.project}
-
-
 def _like(frame: Frame | Skipped, kind: type, order: str = "rgb") -> Any:
     if isinstance(frame, Skipped):
         return frame
@@ -715,7 +717,7 @@ def enhance(src: str | Path, dst: str | Path, *, codec: str | None = None, crf: 
         raise
     writer: SegmentWriter | None = None
     if resume:
-        settings = {"enhancer": _settings(enh), "codec": sink.codec, "crf": crf, "preset": preset, "pix_fmt": pix_fmt,
+        settings = {"enhancer": enh.settings(), "codec": sink.codec, "crf": crf, "preset": preset, "pix_fmt": pix_fmt,
                     "encoder_options": sink.encoder_options, "bitrate": sink.video.codec_context.bit_rate,
                     "segment_seconds": segment_seconds}
         try:
