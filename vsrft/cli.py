@@ -96,61 +96,19 @@ def _clock(seconds: float) -> str:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    """The options every frame-processing subcommand shares, in --help groups."""
-    model = p.add_argument_group("model and footage")
-    adapt = p.add_argument_group("adaptation")
-    advanced = p.add_argument_group("advanced")
-    model.add_argument("--scale", type=int, default=4, help="upscaling factor (2, 3, 4, ...; built-in models are x4)")
-    model.add_argument("--model", default="vsrft-mse", help="built-in model name (see `vsrft models`) or checkpoint path")
-    adapt.add_argument("--no-adapt", dest="adapt", action="store_false", default=True,
-                   help="do not fine-tune the network on the video (adaptation is on by default)")
-    model.add_argument("--blur", type=float, default=None, metavar="SIGMA",
-                   help="the video is blurred by a Gaussian of this sigma (HR pixels) before downsampling")
-    model.add_argument("--kernel", default=None, metavar="K.npy", help="blur kernel of the video, a 2-D .npy array")
-    model.add_argument("--no-input-deblur", dest="input_deblur", action="store_false", default=True,
-                   help="with --blur, do not undo the blur on the LR input before the network "
-                        "(by default it is undone, so the network sees the input it was trained on)")
-    adapt.add_argument("--adapt-every", type=float, default=None, metavar="SECONDS",
-                   help="adapt again every SECONDS inside long shots (default: once per shot)")
-    adapt.add_argument("--adapt-steps", type=int, default=None, help="step budget per keyframe (default: the model's; --report records the settings used)")
-    adapt.add_argument("--adapt-seconds", type=float, default=None, metavar="S",
-                   help="also stop each shot's fine-tuning after S seconds (default: no time limit, only the "
-                        "step budget, so a busy machine gives the same result as an idle one)")
-    adapt.add_argument("--adapt-lr", type=float, default=None, help="fine-tuning learning rate (default: the model's; --report records the settings used)")
-    adapt.add_argument("--single-frame-loss", dest="multi_frame_loss", action="store_false", default=True,
-                   help="fit each output to its own LR frame only (by default it must also explain the "
-                        "neighbouring frames where they align under a global motion)")
-    adapt.add_argument("--adapt-sync", action="store_true",
-                   help="adapt in line, with the step budget only: reproducible output")
-    adapt.add_argument("--adapt-background", action="store_true",
-                   help="adapt in a background thread while the previous shot is inferred (default only "
-                        "when inference runs on a GPU: on the CPU the two compete for the same cores)")
-    adapt.add_argument("--warm-start", action="store_true", help="start each shot's adaptation from the previous shot's weights")
-    project = advanced.add_mutually_exclusive_group()
-    project.add_argument("--project", action="store_const", const=True, default=None,
-                         help="finish each frame with the exact data-consistency projection x + A+(y - Ax) "
-                              "(default: on when adapting footage without --blur or --kernel)")
-    project.add_argument("--no-project", dest="project", action="store_const", const=False,
-                         help="adapt, but do not project the output onto the input")
-    adapt.add_argument("--report", default=None, metavar="RUN.json", help="write every adaptation decision and stage time here")
-    adapt.add_argument("--save-adapted", default=None, metavar="DIR", help="save each shot's weights as an ONNX file (loadable with --model, ONNX Runtime, "
-                        "vs-mlrt) and manifest.json listing the shots' frames and decisions (docs/onnx.md)")
-    advanced.add_argument("--tile", type=int, default=512, help="largest LR tile side before frames are tiled (default 512)")
-    advanced.add_argument("--memory-limit", type=int, default=None, metavar="MB",
-                   help="cap the inference memory arena; a frame that does not fit is retried with smaller tiles")
-    advanced.add_argument("--provider", action="append", default=None, metavar="NAME",
-                   help="ONNX Runtime execution provider to prefer (repeatable); default TensorRT, CUDA, CPU")
+    """The options every frame-processing subcommand shares, in --help groups (`vsrft.options`)."""
+    from vsrft import options
 
-
-_MATRICES = {"bt709": 1, "fcc": 4, "bt470bg": 5, "bt601": 6, "smpte170m": 6, "smpte240m": 7, "bt2020": 9,
-             "bt2020nc": 9, "bt2020c": 10}
+    options.add_arguments(p)
 
 
 def _matrix_arg(text: str) -> int:
     """--matrix: a name or an H.273 (AVColorSpace) number that the YUV <-> RGB conversion supports."""
-    value = _MATRICES.get(text.lower()) if not text.isdigit() else int(text)
-    if value not in _MATRICES.values():
-        raise argparse.ArgumentTypeError(f"unsupported matrix {text!r} (use {', '.join(_MATRICES)} or 1, 4-7, 9, 10)")
+    from vsrft.options import MATRICES
+
+    value = MATRICES.get(text.lower()) if not text.isdigit() else int(text)
+    if value not in MATRICES.values():
+        raise argparse.ArgumentTypeError(f"unsupported matrix {text!r} (use {', '.join(MATRICES)} or 1, 4-7, 9, 10)")
     return value
 
 
@@ -291,30 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_enhancer(args: argparse.Namespace):
     """The Enhancer every frame-processing subcommand shares, built from the common options."""
-    from vsrft.engine import Enhancer
+    from vsrft import options
 
-    # overrides of the model's adaptation defaults (`AdaptConfig.for_model`)
-    cfg = {name: value for name, value in (("steps", args.adapt_steps), ("seconds", args.adapt_seconds),
-                                           ("lr", args.adapt_lr)) if value is not None}
-    if not args.multi_frame_loss:
-        cfg["neighbours"] = False
-    if args.adapt_sync and args.adapt_background:
-        raise VsrftError("--adapt-sync adapts in line: it cannot be combined with --adapt-background")
-    if args.blur is not None and args.blur < 0:
-        raise VsrftError(f"--blur must be >= 0, got {args.blur}")
-    if args.kernel is not None and not Path(args.kernel).is_file():
-        raise VsrftError(f"kernel file not found: {args.kernel}")
-    if args.memory_limit is not None:
-        if args.memory_limit <= 0:
-            raise VsrftError(f"--memory-limit must be a positive number of MB, got {args.memory_limit}")
-        from vsrft.runtime.session import limit_memory
-        limit_memory(args.memory_limit)
-    enhancer = Enhancer(scale=args.scale, model=args.model, adapt=args.adapt, blur=args.blur, kernel=args.kernel,
-                        project=args.project, adapt_config=cfg, adapt_every=args.adapt_every,
-                        warm_start=args.warm_start, tile=args.tile, providers=args.provider,
-                        adapt_sync=args.adapt_sync, adapt_thread=True if args.adapt_background else None,
-                        input_deblur=args.input_deblur)
-    enhancer.keep_decisions = bool(getattr(args, "save_adapted", None))
+    enhancer = options.make_enhancer(options.from_namespace(args))
     _check_input_filter(enhancer)
     return enhancer
 
@@ -533,8 +470,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         box = tuple(int(v) for v in args.crop.split(","))
     else:
         box = compare.detailed_box(base[n])
+    kept = args.adapt and not any(r.accepted for r in adapted_enh.reports)
     label = " + ".join([*(["input deblur"] if adapted_enh.network.input_filter is not None else []),
-                        *(["adapted"] if args.adapt else [])]) or "network"
+                        *(["base (adaptation rejected)" if kept else "adapted"] if args.adapt else []),
+                        *(["projection"] if adapted_enh.project else [])]) or "network"
     panels = [("input (nearest)", nearest), ("bicubic", bicubic[n]), ("base network", base[n]), (label, adapted[n])]
     if args.reference:
         ref = read_all(args.reference)
