@@ -20,6 +20,7 @@ from vsrft.degradation import resize_matrix
 from vsrft.errors import VsrftError
 from vsrft.models import checkpoint
 from vsrft.models.checkpoint import ModelInfo
+from vsrft.runtime import backends
 from vsrft.runtime.export import cached_export
 from vsrft.runtime.session import Runtime
 
@@ -40,7 +41,9 @@ class Network:
 
     @classmethod
     def load(cls, model: str, scale: int, *, providers: list[str] | None = None, threads: int = 0,
-             tile: int = 512) -> "Network":
+             tile: int = 512, runtime: str | None = None, precision: str | None = None) -> "Network":
+        """`runtime`/`precision`: see `Runtime`; None takes the process default (--runtime/--precision,
+        $VSRFT_RUNTIME/$VSRFT_PRECISION, else auto)."""
         if scale not in SUPPORTED_SCALES:
             raise VsrftError(f"scale must be one of {', '.join(map(str, SUPPORTED_SCALES))}, got {scale}")
         module, info = checkpoint.load(model)
@@ -48,8 +51,10 @@ class Network:
             log.warning("model %s is x%d; x%d output is resampled from it and will be soft", info.name, info.scale, scale)
         radius = int(getattr(module, "receptive_radius", 16))
         onnx_bytes = cached_export(module, 3 * info.frames, key=repr(sorted(info.config.items())))
-        runtime = Runtime(onnx_bytes, info.scale, radius, providers=providers, threads=threads, tile=tile)
-        log.debug("model %s (%s) on %s", info.name, info.config, runtime.provider)
+        runtime = Runtime(onnx_bytes, info.scale, radius, providers=providers, threads=threads, tile=tile,
+                          runtime=runtime or backends.default_runtime(), precision=precision or backends.default_precision(),
+                          module=module, bf16_default=backends.bf16_default(info.name, module))
+        log.debug("model %s (%s) on %s", info.name, info.config, runtime.label)
         return cls(module, info, runtime, scale)
 
     @property

@@ -1,4 +1,7 @@
-"""ONNX Runtime sessions: provider choice, tiled inference, and weight hot-swap without re-export."""
+"""Inference sessions: provider and runtime choice, tiled inference, and weight hot-swap without re-export.
+
+ONNX Runtime runs the graph by default (and always on GPU providers); `runtime=` also runs it with
+OpenVINO or PyTorch on the CPU (`vsrft.runtime.backends`), built from the same graph's weights."""
 from __future__ import annotations
 
 import difflib
@@ -13,6 +16,7 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from vsrft.errors import VsrftError
+from vsrft.runtime import backends
 from vsrft.runtime.export import cache_dir, to_float16
 
 log = logging.getLogger(__name__)
@@ -135,24 +139,74 @@ class Runtime:
 
     def __init__(self, onnx_bytes: bytes, scale: int, receptive_radius: int, *,
                  providers: list[str] | None = None, threads: int = 0, tile: int = 512,
-                 precision: str = "auto", io_binding: bool | None = None) -> None:
-        if precision not in ("auto", "fp32", "fp16"):
-            raise ValueError(f"precision must be auto, fp32 or fp16, got {precision!r}")
+                 precision: str = "auto", io_binding: bool | None = None, runtime: str = "onnxruntime",
+                 module: "torch.nn.Module | None" = None, bf16_default: bool = False) -> None:
+        """`runtime`: onnxruntime, openvino, torch (needs `module`, the network the graph was exported
+        from) or auto (the fastest here, `backends.choose`); GPU execution providers, when present,
+        keep their priority over auto. `precision`: auto (float16 on CUDA; on the CPU bf16 where
+        `bf16_default` and the CPU has it, if faster), fp32, fp16 (ONNX Runtime) or bf16 (CPU)."""
+        if precision not in ("auto", "fp32", "fp16", "bf16"):
+            raise ValueError(f"precision must be auto, fp32, fp16 or bf16, got {precision!r}")
         self.scale = scale
         self.threads = threads
         self.plan = TilePlan(tile=max(tile, 4 * receptive_radius + 8), overlap=receptive_radius + 2)
         self.providers = choose_providers(providers)
         self._precision = precision
         self._fp32_bytes = onnx_bytes
+        self._module = module
+        self.choice = self._choose_backend(runtime, bf16_default)
         self._configure()
-        self.io_binding = self.device != "cpu" if io_binding is None else io_binding
+        self.io_binding = self.backend == "onnxruntime" and (self.device != "cpu" if io_binding is None else io_binding)
         self.session = self._make_session(self.proto.SerializeToString())
+
+    def _choose_backend(self, runtime: str, bf16_default: bool) -> backends.Choice:
+        gpu = self.providers[0] != "CPUExecutionProvider"
+        if runtime == "onnxruntime" or self._precision == "fp16" or (gpu and runtime == "auto"):
+            if self._precision == "bf16":
+                where = f"on {self.providers[0]}" if gpu else "in ONNX Runtime's CPU provider"
+                raise VsrftError(f"--precision bf16 is not available {where}: use fp32 or auto"
+                                 + ("" if gpu else ", or --runtime openvino or torch"))
+            return backends.Choice("onnxruntime", "fp16" if self._precision == "fp16" else "fp32")
+        if gpu:
+            log.warning("--runtime %s runs on the CPU although %s is available", runtime, self.providers[0])
+            self.providers = ["CPUExecutionProvider"]
+        usable = tuple(r for r in backends.RUNTIMES if r != "torch" or self._module is not None)
+        return backends.choose(self._fp32_bytes, self._build_session, int(self._input_channels()), runtime=runtime,
+                               precision=self._precision, bf16_default=bf16_default, threads=self.threads,
+                               usable=usable)
+
+    def _input_channels(self) -> int:
+        proto = onnx.load_from_string(self._fp32_bytes)
+        return proto.graph.input[0].type.tensor_type.shape.dim[1].dim_value
+
+    @property
+    def backend(self) -> str:
+        return self.choice.runtime
+
+    @property
+    def label(self) -> str:
+        """What runs the network: "onnxruntime/fp32 (CPUExecutionProvider)", "openvino/bf16", ..."""
+        return self.choice.label + (f" ({self.provider})" if self.backend == "onnxruntime" else "")
+
+    def _build_session(self, runtime: str, precision: str, data: bytes, state: dict | None = None):
+        """A session of `runtime` at `precision` for the ONNX bytes (`state`: new weights for the
+        torch runtime, put into a copy of the current module instead of reading them from `data`)."""
+        if runtime == "onnxruntime":
+            return ort.InferenceSession(data, session_options(self.threads), providers=["CPUExecutionProvider"])
+        if runtime == "openvino":
+            return backends.OpenVinoSession(data, precision, self.threads)
+        if state is not None and isinstance(getattr(self, "session", None), backends.TorchSession):
+            return backends.TorchSession.from_weights(self.session.module, state, precision)
+        proto = onnx.load_from_string(data)
+        weights = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+        return backends.TorchSession.from_weights(self._module, weights, precision)
 
     def _configure(self) -> None:
         """Graph precision for the chosen providers: float16 on CUDA (TensorRT converts by itself)."""
         first = self.providers[0]
         self.device = "cpu" if first == "CPUExecutionProvider" else "cuda"
-        self.fp16 = self._precision == "fp16" or (self._precision == "auto" and first == "CUDAExecutionProvider")
+        self.fp16 = self.backend == "onnxruntime" and (
+            self._precision == "fp16" or (self._precision == "auto" and first == "CUDAExecutionProvider"))
         data = to_float16(self._fp32_bytes) if self.fp16 else self._fp32_bytes
         self.proto = onnx.load_from_string(data)
         self._initializer_index = {init.name: i for i, init in enumerate(self.proto.graph.initializer)}
@@ -164,7 +218,9 @@ class Runtime:
                 "CUDAExecutionProvider": {"cudnn_conv_algo_search": "HEURISTIC"}}
         return [opts.get(p, {}) for p in self.providers]
 
-    def _make_session(self, data: bytes) -> ort.InferenceSession:
+    def _make_session(self, data: bytes, state: dict | None = None):
+        if self.backend != "onnxruntime":
+            return self._build_session(self.backend, self.choice.precision, data, state)
         try:
             sess = ort.InferenceSession(data, session_options(self.threads), providers=self.providers,
                                         provider_options=self._provider_options())
@@ -183,6 +239,9 @@ class Runtime:
 
     @property
     def provider(self) -> str:
+        """The ONNX Runtime provider; CPUExecutionProvider for the other (CPU) runtimes."""
+        if self.backend != "onnxruntime":
+            return "CPUExecutionProvider"
         return self.session.get_providers()[0]
 
     @property
@@ -221,7 +280,9 @@ class Runtime:
                 out[:, s * k0:s * k1, s * j0:s * j1] = hr[:, s * (k0 - r0):s * (k1 - r0), s * (j0 - c0):s * (j1 - c0)]
         return out
 
-    def _infer(self, session: ort.InferenceSession, window: np.ndarray) -> np.ndarray:
+    def _infer(self, session, window: np.ndarray) -> np.ndarray:
+        if not isinstance(session, ort.InferenceSession):
+            return session(window[None])[0]
         if not self.io_binding:
             return session.run(None, {"window": window[None]})[0][0]
         # I/O binding: the input is copied to the device once and the output allocated there.
@@ -240,7 +301,8 @@ class Runtime:
         """
         t0 = time.perf_counter()
         self._set_initializers(state)
-        self.session = self._make_session(self.proto.SerializeToString())
+        data = b"" if self.backend == "torch" else self.proto.SerializeToString()
+        self.session = self._make_session(data, state)
         return time.perf_counter() - t0
 
     def _set_initializers(self, state: dict[str, np.ndarray]) -> None:
