@@ -37,18 +37,58 @@ __all__ = ["enhance", "WORKER_ENV"]
 WORKER_ENV = "VSRFT_COMMAND"
 _DEFAULT_COMMAND = "vsrft"
 
-# H.273 matrix numbers (VapourSynth's _Matrix, FFmpeg's AVColorSpace) the engine converts with.
-_MATRICES = {"bt709": 1, "fcc": 4, "bt470bg": 5, "bt601": 6, "smpte170m": 6, "smpte240m": 7,
-             "bt2020": 9, "bt2020nc": 9, "bt2020c": 10}
+# This module runs in a Python without vsrft (and torch), so it keeps copies of two tables of vsrft's
+# options schema (vsrft/options.py); tests/test_options.py fails when they differ from the schema's.
+# H.273 matrix numbers (VapourSynth's _Matrix, FFmpeg's AVColorSpace) the engine converts with:
+# vsrft.options.MATRICES.
+_MATRICES = {"bt709": 1, "fcc": 4, "bt470bg": 5, "bt601": 6, "smpte170m": 6, "smpte240m": 7, "bt2020": 9,
+             "bt2020nc": 9, "bt2020c": 10}
 _UNSPECIFIED = 2
 
-# keyword options -> `vsrft pipe` flags (value options and on/off flags)
-_VALUE_OPTIONS = {"kernel": "--kernel", "adapt_every": "--adapt-every", "adapt_steps": "--adapt-steps",
-                  "adapt_seconds": "--adapt-seconds", "adapt_lr": "--adapt-lr", "report": "--report",
-                  "save_adapted": "--save-adapted", "tile": "--tile", "provider": "--provider"}
-_FLAG_OPTIONS = {"adapt_sync": "--adapt-sync", "adapt_background": "--adapt-background", "warm_start": "--warm-start",
-                 "project": "--project"}
-_OFF_OPTIONS = {"input_deblur": "--no-input-deblur", "multi_frame_loss": "--single-frame-loss"}     # on by default: the flag turns them off
+# keyword -> how `vsrft pipe` takes it: ("value", flag, None), or ("switch", flag when true, flag when
+# false; None gives no flag): vsrft.options.vapoursynth_table().
+_OPTIONS = {
+    "scale": ("value", "--scale", None),
+    "model": ("value", "--model", None),
+    "blur": ("value", "--blur", None),
+    "kernel": ("value", "--kernel", None),
+    "input_deblur": ("switch", None, "--no-input-deblur"),
+    "adapt": ("switch", None, "--no-adapt"),
+    "adapt_every": ("value", "--adapt-every", None),
+    "adapt_steps": ("value", "--adapt-steps", None),
+    "adapt_seconds": ("value", "--adapt-seconds", None),
+    "adapt_lr": ("value", "--adapt-lr", None),
+    "multi_frame_loss": ("switch", None, "--single-frame-loss"),
+    "adapt_sync": ("switch", "--adapt-sync", None),
+    "adapt_background": ("switch", "--adapt-background", None),
+    "warm_start": ("switch", "--warm-start", None),
+    "report": ("value", "--report", None),
+    "save_adapted": ("value", "--save-adapted", None),
+    "project": ("switch", "--project", "--no-project"),
+    "tile": ("value", "--tile", None),
+    "memory_limit": ("value", "--memory-limit", None),
+    "provider": ("value", "--provider", None),
+    "threads": ("value", "--threads", None),
+}
+
+
+def _pipe_argv(command: list[str], options: dict[str, Any]) -> list[str]:
+    """The worker's command line: `vsrft pipe -q` and a flag for each option (see `_OPTIONS`); the worker
+    checks the values and their combinations (vsrft.options.validate), as `vsrft pipe` does."""
+    argv = [*command, "pipe", "-q"]
+    for key, value in options.items():
+        if key not in _OPTIONS:
+            raise vs.Error(f"vsrft: unknown option {key!r} (known: {', '.join(_OPTIONS)})")
+        kind, flag, off_flag = _OPTIONS[key]
+        if kind == "switch":
+            switch = None if value is None else flag if value else off_flag
+            if switch is not None:
+                argv.append(switch)
+            continue
+        for v in (value if isinstance(value, (list, tuple)) else [value]):
+            if v is not None:
+                argv += [flag, str(v)]
+    return argv
 
 
 @dataclass(frozen=True)
@@ -125,9 +165,11 @@ def enhance(clip: vs.VideoNode, scale: int = 4, model: str = "vsrft-mse", adapt:
     lookahead: most source frames fed ahead of the engine's output (it only bounds work done
         ahead of requests; the output does not depend on it).
     cache_dir: folder of the output frame cache (default: the system's temporary folder).
-    options: more engine options: kernel, adapt_every, adapt_steps, adapt_seconds, adapt_lr,
-        adapt_sync, adapt_background, input_deblur, multi_frame_loss, warm_start, project, report,
-        save_adapted, tile, provider.
+    options: more engine options, as `vsrft pipe`'s flags with underscores: kernel, input_deblur,
+        adapt_every, adapt_steps, adapt_seconds, adapt_lr, multi_frame_loss (False: --single-frame-loss),
+        adapt_sync, adapt_background, warm_start, report, save_adapted, project (True/False:
+        --project/--no-project; None: the default), tile, memory_limit, provider (a name or a list),
+        threads. A value the worker rejects is its one-line error.
     """
     if not isinstance(clip, vs.VideoNode):
         raise vs.Error("vsrft: clip must be a VapourSynth video clip")
@@ -140,24 +182,8 @@ def enhance(clip: vs.VideoNode, scale: int = 4, model: str = "vsrft-mse", adapt:
         raise vs.Error("vsrft: lookahead must be at least 1")
     if range is not None and str(range).lower() not in ("limited", "full"):
         raise vs.Error(f"vsrft: range must be 'limited' or 'full', got {range!r}")
-    argv = _command(command) + ["pipe", "-q", "--scale", str(scale), "--model", str(model)]
-    if not adapt:
-        argv.append("--no-adapt")
-    if blur is not None:
-        argv += ["--blur", str(float(blur))]
-    for key, value in options.items():
-        if key in _FLAG_OPTIONS:
-            if value:
-                argv.append(_FLAG_OPTIONS[key])
-        elif key in _OFF_OPTIONS:
-            if not value:
-                argv.append(_OFF_OPTIONS[key])
-        elif key in _VALUE_OPTIONS:
-            for v in (value if isinstance(value, (list, tuple)) else [value]):
-                if v is not None:
-                    argv += [_VALUE_OPTIONS[key], str(v)]
-        else:
-            raise vs.Error(f"vsrft: unknown option {key!r} (known: {', '.join([*_VALUE_OPTIONS, *_FLAG_OPTIONS, *_OFF_OPTIONS])})")
+    argv = _pipe_argv(_command(command), {"scale": scale, "model": model, "adapt": adapt,
+                                          "blur": None if blur is None else float(blur), **options})
     if layout.kind != "yuv":
         rate = clip.fps if clip.fps > 0 else Fraction(25)
         argv += ["--size", f"{clip.width}x{clip.height}", "--rate", f"{rate.numerator}/{rate.denominator}"]

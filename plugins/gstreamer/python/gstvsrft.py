@@ -23,9 +23,11 @@ own pads rather than a 1-in-1-out BaseTransform:
   posted as element errors: gst-launch prints one line and exits non-zero.
 
 This file is loaded by GStreamer's Python plugin loader (gst-python) into the system Python.
-It imports only gi at load time, so `gst-inspect-1.0 vsrft` works without vsrft installed;
-vsrft, numpy and torch are imported when the element starts, from the virtual environment
-named by VSRFT_VENV (or VIRTUAL_ENV, or PYTHONPATH; see plugins/gstreamer/README.md).
+At load time it imports only gi and vsrft's options schema, vsrft/options.py (standard library
+only, read as a file: the element's properties are made from it, as `vsrft`'s arguments are),
+so `gst-inspect-1.0 vsrft` needs neither numpy nor torch; vsrft, numpy and torch are imported
+when the element starts, from the virtual environment named by VSRFT_VENV (or VIRTUAL_ENV, or
+PYTHONPATH; see plugins/gstreamer/README.md).
 """
 from __future__ import annotations
 
@@ -75,9 +77,8 @@ def _venv_site_packages(venv: Path) -> Path:
     return site
 
 
-def _import_vsrft():
-    """Import vsrft.engine: from VSRFT_VENV / VIRTUAL_ENV, else from sys.path (PYTHONPATH), else from the
-    checkout this file lives in (plugins/gstreamer/python/ of a vsrft repository)."""
+def _add_venv() -> None:
+    """Put the site-packages of VSRFT_VENV / VIRTUAL_ENV (if set) at the front of sys.path."""
     import site
 
     for var in ("VSRFT_VENV", "VIRTUAL_ENV"):
@@ -91,6 +92,12 @@ def _import_vsrft():
                 # ahead of the system's dist-packages, so the venv's numpy is the one imported
                 sys.path[:] = added + before
             break
+
+
+def _import_vsrft():
+    """Import vsrft.engine: from VSRFT_VENV / VIRTUAL_ENV, else from sys.path (PYTHONPATH), else from the
+    checkout this file lives in (plugins/gstreamer/python/ of a vsrft repository)."""
+    _add_venv()
     if not getattr(sys, "argv", None):
         sys.argv = ["gst-vsrft"]
     try:
@@ -102,6 +109,39 @@ def _import_vsrft():
         sys.path.append(str(repo))
         import vsrft.engine
     return vsrft.engine
+
+
+def _load_options():
+    """vsrft/options.py, the schema the properties are made from, loaded as a file (not as part of the
+    vsrft package, which imports numpy): that of the vsrft `_import_vsrft` will import, else that of the
+    checkout this file lives in. sys.path is left as it was: a bad VSRFT_VENV is reported when the
+    element starts."""
+    import importlib.util
+
+    candidates = []
+    path, meta_path = list(sys.path), list(sys.meta_path)
+    try:
+        _add_venv()
+        spec = importlib.util.find_spec("vsrft")
+        if spec is not None and spec.submodule_search_locations:
+            candidates += [Path(d) / "options.py" for d in spec.submodule_search_locations]
+    except (ImportError, ValueError):
+        pass
+    finally:
+        sys.path[:], sys.meta_path[:] = path, meta_path
+    candidates.append(Path(__file__).resolve().parents[3] / "vsrft" / "options.py")
+    for file in candidates:
+        if file.is_file():
+            spec = importlib.util.spec_from_file_location("_gstvsrft_options", file)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module           # dataclasses looks its module up
+            spec.loader.exec_module(module)
+            return module
+    raise ImportError("vsrft/options.py not found: set VSRFT_VENV to the virtual environment vsrft is installed in "
+                      "(plugins/gstreamer/README.md)")
+
+
+_options = _load_options()
 
 
 class _GstLogHandler(logging.Handler):
@@ -186,44 +226,10 @@ class Vsrft(Gst.Element):
         Gst.PadTemplate.new("src", Gst.PadDirection.SRC, Gst.PadPresence.ALWAYS, _CAPS),
     )
 
-    __gproperties__ = _PROPERTIES = {
-        # Any int is accepted here and checked by the engine when the pipeline starts: outside a GObject
-        # range, gst-launch would only print a warning and run at the default scale.
-        "scale": (int, "Scale", "Upscaling factor 1-8 (the built-in networks are x4; other factors are "
-                  "resampled); any other value stops the pipeline with an error", -2 ** 31, 2 ** 31 - 1, 4, _RW),
-        "model": (str, "Model", "Built-in model name (vsrft-mse, vsrft-gan) or a checkpoint path",
-                  "vsrft-mse", _RW),
-        "adapt": (bool, "Adapt", "Fine-tune the network on each shot of the stream (test-time adaptation)",
-                  True, _RW),
-        "blur": (float, "Blur", "Gaussian blur sigma (HR pixels) of the degradation the video went through",
-                 0.0, 100.0, 0.0, _RW),
-        "kernel": (str, "Kernel", "Blur kernel of the video, a 2-D .npy file (instead of blur)", None, _RW),
-        "adapt-every": (float, "Adapt every", "Adapt again every this many seconds inside long shots "
-                        "(0: once per shot)", 0.0, 1e9, 0.0, _RW),
-        "adapt-steps": (int, "Adapt steps", "Step budget per keyframe (0: the engine's default)",
-                        0, 1000000, 0, _RW),
-        "adapt-seconds": (float, "Adapt seconds", "Time budget per keyframe (0: the engine's default)",
-                          0.0, 1e9, 0.0, _RW),
-        "adapt-sync": (bool, "Adapt sync", "Adapt in line with the step budget only: reproducible output",
-                       False, _RW),
-        "input-deblur": (bool, "Input deblur", "With blur, undo it on the LR input before the network",
-                         True, _RW),
-        "multi-frame-loss": (bool, "Multi-frame loss", "The adapted output must also explain the neighbouring "
-                             "frames where they align (off: its own frame only)", True, _RW),
-        "adapt-background": (bool, "Adapt in the background", "Adapt in a background thread while the previous "
-                             "shot is inferred (default only when inference runs on a GPU)", False, _RW),
-        "warm-start": (bool, "Warm start", "Start each shot's adaptation from the previous shot's weights",
-                       False, _RW),
-        "project": (bool, "Project", "Finish each frame with the data-consistency projection x + A+(y - Ax), "
-                    "also without adaptation (when adapting it is always on)", False, _RW),
-        "tile": (int, "Tile", "Largest LR tile side before frames are tiled", 16, 1 << 20, 512, _RW),
-        "threads": (int, "Threads", "ONNX Runtime intra-op threads (0: its default)", 0, 1024, 0, _RW),
-        "provider": (str, "Provider", "ONNX Runtime execution provider(s) to prefer, comma separated "
-                     "(default: TensorRT, CUDA, CPU, whichever is available; a name ONNX Runtime does not "
-                     "know stops the pipeline with an error, one it lacks here is a warning)", None, _RW),
-        "report": (str, "Report", "Write every adaptation decision and stage time to this JSON file at EOS",
-                   None, _RW),
-    }
+    # vsrft's options (vsrft/options.py), as `vsrft enhance` has them; numbers take any value and are
+    # checked when the pipeline starts (outside a GObject range, gst-launch would only print a warning
+    # and run at the default); 0 or an empty string is "not set"
+    __gproperties__ = _PROPERTIES = _options.gstreamer_properties(_RW)
 
     def __init__(self) -> None:
         super().__init__()
@@ -275,27 +281,9 @@ class Vsrft(Gst.Element):
         if self._engine is None:
             self._engine = _import_vsrft()
             _route_logging()
-        p = self._props
-        cfg = {}                    # overrides of the model's adaptation defaults
-        if p["adapt-steps"]:
-            cfg["steps"] = p["adapt-steps"]
-        if p["adapt-seconds"]:
-            cfg["seconds"] = p["adapt-seconds"]
-        if not p["multi-frame-loss"]:
-            cfg["neighbours"] = False
-        kernel = p["kernel"] or None
-        if kernel is not None and not Path(kernel).is_file():
-            raise self._engine.VsrftError(f"kernel file not found: {kernel}")
-        providers = [s.strip() for s in (p["provider"] or "").split(",") if s.strip()] or None
-        options = {"scale": p["scale"], "model": p["model"], "adapt": p["adapt"], "blur": p["blur"], "kernel": kernel,
-                   "project": p["project"] or None, "adapt_config": cfg, "adapt_every": p["adapt-every"] or None,
-                   "warm_start": p["warm-start"], "tile": p["tile"], "providers": providers, "threads": p["threads"],
-                   "input_deblur": p["input-deblur"]}
-        if p["adapt-sync"]:
-            options["adapt_sync"] = True
-        elif p["adapt-background"]:
-            options["adapt_thread"] = True
-        return self._engine.Enhancer(**options)
+        from vsrft import options    # the same schema as `_options`, with the engine importable
+
+        return options.make_enhancer(options.gstreamer_values(self._props))
 
     def _close_enhancer(self, wait: bool) -> None:
         enh, self._enhancer = self._enhancer, None
@@ -596,9 +584,14 @@ class Vsrft(Gst.Element):
             self._cond.notify_all()
 
     def _write_report(self) -> None:
+        """At EOS, as `vsrft` at the end of its run: the report and the adapted models, if asked for."""
+        if self._enhancer is None:
+            return
         path = self._props["report"]
-        if path and self._enhancer is not None:
+        if path:
             Path(path).write_text(json.dumps(self._enhancer.report(), indent=2, default=str))
+        if self._props["save-adapted"]:
+            self._enhancer.save_adapted(self._props["save-adapted"])
 
 
 _NS = Fraction(1, Gst.SECOND)
