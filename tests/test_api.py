@@ -79,3 +79,30 @@ def test_process_is_documented() -> None:
     doc = Enhancer.process.__doc__ or ""
     for word in ("colour_order", "bgr", "frame_rate", "adapt_every", "av.VideoFrame"):
         assert word in doc
+
+
+@pytest.mark.parametrize("name, adapt", [("mp4", False), ("bt709", False), ("mov", False), ("10bit", False),
+                                         ("bt709", True)])
+def test_video_frames_give_the_output_of_vsrft_enhance(tiny_model, clip, tmp_path, name: str, adapt: bool) -> None:
+    """`av.VideoFrame`s that PyAV decodes from a file, fed to `Enhancer.process`, give what `vsrft enhance`
+    makes of that file (RGB, losslessly encoded) within 1 code value: they are converted as the file
+    decoder converts (matrix and range from the tags, not swscale's defaults, which differed by up to 25
+    code values), on untagged BT.601-sized, BT.709-tagged, full-range (yuvj) and 10-bit footage."""
+    from helpers import decoded_rgb, ffmpeg
+
+    from vsrft import enhance
+
+    if name == "10bit":
+        src = tmp_path / "10bit.mkv"
+        ffmpeg("-f", "lavfi", "-i", "testsrc2=s=64x48:r=24,trim=end_frame=8", "-c:v", "ffv1", "-pix_fmt", "yuv420p10le",
+               "-colorspace", "bt709", "-color_range", "tv", src)
+    else:
+        src = clip(name)
+    options = {"model": str(tiny_model), "adapt": adapt, "adapt_sync": True, "adapt_config": QUICK}
+    out = tmp_path / "out.mkv"
+    enhance(src, out, codec="ffv1", pix_fmt="bgr0", **options)
+    want = decoded_rgb(out)
+    frames = _decoded(src, "frame")
+    got = [vf.to_ndarray(format="rgb24") for vf in Enhancer(**options).process(frames)]
+    assert len(got) == len(want) == len(frames) and got[0].shape == want[0].shape
+    assert max(int(np.abs(a.astype(int) - b).max()) for a, b in zip(got, want)) <= 1

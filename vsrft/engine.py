@@ -618,8 +618,9 @@ def _as_frame(item: Any, index: int, order: str = "rgb", rate: Fraction | None =
         _check_rgb(item.rgb, index)
         return item, Frame
     if isinstance(item, av.VideoFrame):
-        rgb = item.to_ndarray(format="rgb24")
-        return Frame(rgb=rgb, index=index, pts=item.pts, time_base=item.time_base, key=bool(item.key_frame)), av.VideoFrame
+        rgb, rgb16 = _video_frame_rgb(item)
+        return Frame(rgb=rgb, index=index, pts=item.pts, time_base=item.time_base, key=bool(item.key_frame),
+                     rgb16=rgb16), av.VideoFrame
     if isinstance(item, np.ndarray):
         _check_rgb(item, index)
         rgb = np.ascontiguousarray(item[..., ::-1]) if order == "bgr" else item
@@ -628,6 +629,19 @@ def _as_frame(item: Any, index: int, order: str = "rgb", rate: Fraction | None =
         return Frame(rgb=rgb, index=index, pts=index, time_base=1 / rate), np.ndarray
     raise ValueError(f"frame {index} is a {type(item).__name__}; expected an HxWx3 uint8 numpy array, "
                      "an av.VideoFrame or a vsrft.Frame")
+
+
+def _video_frame_rgb(vf: av.VideoFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    """An `av.VideoFrame`'s RGB, converted as `vsrft enhance` converts the frames it decodes
+    (`vsrft.io.decode.VideoSource.read`): the matrix and range from the frame's tags, resolved as
+    players do when untagged, without swscale's defaults; 16-bit too for frames deeper than 8 bits."""
+    from vsrft.io.convert import bit_depth, frame_to_rgb, frame_to_rgb16, guess_colour, rgb16_to_rgb8
+
+    colour = guess_colour(vf.height, vf.format.name, matrix=int(vf.colorspace or 2), rng=int(vf.color_range or 0))
+    if bit_depth(vf.format.name) > 8:
+        rgb16 = frame_to_rgb16(vf, colour)
+        return rgb16_to_rgb8(rgb16), rgb16
+    return frame_to_rgb(vf, colour), None
 
 
 def _check_rgb(rgb: np.ndarray, index: int) -> None:
