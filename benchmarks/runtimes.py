@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vsrft.network import Network, to_uint8  # noqa: E402
 from vsrft.runtime import backends  # noqa: E402
-from vsrft.runtime.session import session_options  # noqa: E402
 
 THIRD_PARTY = {"animevideov3": "REALESRGAN_ANIMAVIDEOV3_UP4X"}
 
@@ -56,10 +55,12 @@ def machine_lines() -> list[str]:
 
 def ort_variant(data: bytes, *, threads: int = 0, spin: bool = False, denormal_zero: bool = False,
                 level: str = "all", arena: bool = True):
-    so = session_options(threads)
+    so = ort.SessionOptions()          # as `session_options`, with the changes asked for
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        so.intra_op_num_threads = threads
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     so.log_severity_level = 4
-    if spin:
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1")
     if denormal_zero:
         so.add_session_config_entry("session.set_denormal_as_zero", "1")
     if level != "all":

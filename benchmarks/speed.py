@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vsrft.engine import Enhancer, enhance  # noqa: E402
 from vsrft.models import checkpoint  # noqa: E402
 from vsrft.runtime.export import export_onnx  # noqa: E402
+from vsrft.runtime import backends  # noqa: E402
 from vsrft.runtime.session import Runtime  # noqa: E402
 
 
@@ -95,7 +96,7 @@ def end_to_end(clip: Path, out: Path, model: str, mode: str) -> dict:
     stats = enhance(clip, out, enhancer=enh)
     wall = time.perf_counter() - t0
     enh.close()
-    return {"wall": wall, "frames": stats.frames, "seconds": dict(stats.seconds),
+    return {"wall": wall, "frames": stats.frames, "seconds": dict(stats.seconds), "runtime": enh.network.runtime.label,
             "keyframe_seconds": [r.seconds for r in enh.reports],
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -127,8 +128,10 @@ def main() -> None:
     digest = hashlib.sha256(sample.read_bytes()).hexdigest() if sample.is_file() else "missing"
     # the only data this benchmark reads is in the repository, not the data folder of benchmarks/data.py
     print(f"data: {sample.relative_to(sample.parents[1])} (in the repository), sha256 {digest}")
+    cpu = backends.cpu_info()
     print(f"# vsrft speed, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}\n")
+    print(f"CPU: {cpu['model']}, {cpu['cores']} cores, flags: {' '.join(cpu['flags'])}\n")
     gemm = gemm_gflops()
     print(f"Large GEMM (torch.mm 2048^2): {gemm:.0f} GFLOP/s\n")
     print(f"## Model time at {w}x{h} -> x4\n")
@@ -154,6 +157,28 @@ def main() -> None:
         t_export = time.perf_counter() - t0
         print(f"\nweight swap (edit initializers + new session): {np.median(swaps) * 1000:.0f} ms median of 5; "
               f"re-export instead: {t_export * 1000:.0f} ms\n")
+        # --runtime auto (what `vsrft enhance` uses by default) against ONNX Runtime, interleaved
+        auto = Runtime(export_onnx(module, 3 * info.frames), info.scale, module.receptive_radius, tile=4096,
+                       runtime="auto", module=module, bf16_default=backends.bf16_default(info.name, module))
+        pair = {"ort": rt, "auto": auto}
+        for r in pair.values():
+            r.run(xn)
+        med = {k: [] for k in pair}
+        for _ in range(10):
+            for k, r in pair.items():
+                t0 = time.perf_counter()
+                r.run(xn)
+                med[k].append(time.perf_counter() - t0)
+        t_ort, t_auto = np.median(med["ort"]), np.median(med["auto"])
+        swap_first = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            auto.swap_weights(state)
+            auto.run(xn)
+            swap_first.append(time.perf_counter() - t0 - t_auto)
+        print(f"--runtime auto: {auto.label}, {t_auto:.3f} s/frame ({1 / t_auto:.1f} fps) against ONNX Runtime's "
+              f"{t_ort:.3f} s: {t_ort / t_auto:.2f}x (medians of 10 interleaved); {gf / t_auto:.0f} GFLOP/s; "
+              f"weight swap with the first inference's extra time: {np.median(swap_first) * 1000:.0f} ms median of 5\n")
 
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "clip.mp4"
@@ -169,7 +194,7 @@ def main() -> None:
                 r = end_to_end_in_child(clip, Path(tmp) / "out.mp4", name, mode)
                 walls[mode] = r["wall"]
                 s = r["seconds"]
-                print(f"| {name} | {mode} | {r['frames']} | {r['wall']:.1f} | {r['frames'] / r['wall']:.1f} | "
+                print(f"| {name} ({r['runtime']}) | {mode} | {r['frames']} | {r['wall']:.1f} | {r['frames'] / r['wall']:.1f} | "
                       f"{s['decode']:.1f} | {s['windows']:.1f} | {s['inference']:.1f} | {s['adaptation']:.1f} | "
                       f"{s['adaptation_wait']:.1f} | {s['encode']:.1f} | {r['rss_mb']:.0f} |")
                 if r["keyframe_seconds"]:

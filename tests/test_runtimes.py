@@ -104,7 +104,10 @@ def test_probe_picks_an_available_runtime_and_caches_it(tmp_path, monkeypatch) -
     net = random_vsrnet(seed=5)
     data = export_onnx(net, 15)
     first = make(net, data, "auto", "auto", bf16_default=True)
-    allowed = set(map(ids, PAIRS))
+    allowed = {ids(p) for p in PAIRS if p[0] in backends.AUTO_RUNTIMES}
+    if len(allowed) == 1:           # no OpenVINO here: nothing to choose from, nothing timed
+        assert first.choice.label == "onnxruntime/fp32" and not first.choice.ms
+        return
     assert first.choice.label in allowed and not first.choice.cached
     assert set(first.choice.ms) == allowed           # every pair available here was timed
     assert backends.probe_cache_path().is_file()

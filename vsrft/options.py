@@ -100,6 +100,13 @@ OPTIONS: tuple[Option, ...] = (
            "CPU", ADVANCED, "--provider", metavar="NAME", repeat=True),
     Option("threads", int, 0, "ONNX Runtime intra-op threads (default 0: its own choice)", ADVANCED, "--threads",
            metavar="N", minimum=0),
+    Option("runtime", str, None, "what runs the network: auto (the fastest on this machine, timed once per model "
+           "and cached; GPU providers first), onnxruntime, openvino (pip install 'vsrft[openvino]') or torch",
+           ADVANCED, "--runtime", metavar="NAME", choices=("auto", "onnxruntime", "openvino", "torch"),
+           unset="empty: auto"),
+    Option("precision", str, None, "auto (bf16 where the CPU has it, the model loses <= 0.02 dB with it and it is "
+           "faster; fp16 on CUDA), fp32 or bf16", ADVANCED, "--precision", metavar="P",
+           choices=("auto", "fp32", "bf16"), unset="empty: auto"),
 )
 BY_NAME = {o.name: o for o in OPTIONS}
 
@@ -176,6 +183,8 @@ def make_enhancer(values: Mapping[str, Any]):
     if values.get("memory_limit") is not None:
         from vsrft.runtime.session import limit_memory
         limit_memory(values["memory_limit"])
+    from vsrft.runtime.backends import set_defaults
+    set_defaults(values.get("runtime"), values.get("precision"))     # the Network's runtime (or a one-line error)
     enhancer = Enhancer(**enhancer_kwargs(values))
     enhancer.keep_decisions = bool(values.get("save_adapted"))
     return enhancer

@@ -69,6 +69,8 @@ _OPTIONS = {
     "memory_limit": ("value", "--memory-limit", None),
     "provider": ("value", "--provider", None),
     "threads": ("value", "--threads", None),
+    "runtime": ("value", "--runtime", None),
+    "precision": ("value", "--precision", None),
 }
 
 

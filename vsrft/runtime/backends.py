@@ -5,16 +5,17 @@ Three runtimes can run a network on the CPU:
 - ``onnxruntime``: its CPU execution provider, float32 (the reference, always there);
 - ``openvino``: reads the same ONNX bytes; float32 or bfloat16 (`INFERENCE_PRECISION_HINT`) on
   CPUs that compute bf16 natively (AVX512_BF16 or AMX); optional (``pip install 'vsrft[openvino]'``);
-- ``torch``: the PyTorch module in channels_last, float32 or bf16 autocast.
+- ``torch``: the PyTorch module in channels_last, float32 or bf16 autocast (only when asked for:
+  `AUTO_RUNTIMES`).
 
 The ONNX graph stays the interchange: every runtime is built from the graph's initializers, and a
 weight swap edits them (`Runtime.swap_weights`) and rebuilds the runtime's session from them
 (OpenVINO recompiles, PyTorch loads them into a fresh copy of the module).
 
-`choose` picks the fastest available (runtime, precision) for a graph on this machine by timing a
-few inferences of the graph itself at a small size, and caches the choice on disk, keyed by the
-CPU model and flags, the graph's structure, the candidates and the library versions
-(docs/speed.md, "Runtimes").
+`choose` picks the fastest available (runtime, precision) of `AUTO_RUNTIMES` for a graph on this
+machine by timing a few inferences of the graph itself at a small size, and caches the choice on
+disk, keyed by the CPU model and flags, the graph's structure, the candidates and the library
+versions (docs/speed.md, "Runtimes").
 """
 from __future__ import annotations
 
@@ -39,6 +40,11 @@ from vsrft.errors import VsrftError
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("onnxruntime", "openvino", "torch")
+# What `--runtime auto` chooses from. Not torch: alone it can be the fastest (bf16 autocast, 2.2x ONNX
+# Runtime on a quiet Zen with AVX512_BF16), but its OpenMP threads collapse beside the decoder's and the
+# encoder's: `vsrft enhance --no-adapt` took 108 s with it against 27 s with OpenVINO bf16 and 31 s with
+# ONNX Runtime (docs/speed.md, "Runtimes"), which a probe of the graph alone cannot see.
+AUTO_RUNTIMES = ("onnxruntime", "openvino")
 CPU_PRECISIONS = ("fp32", "bf16")
 _INSTALL = {"openvino": "pip install 'vsrft[openvino]' (or pip install openvino)"}
 
@@ -249,7 +255,7 @@ def candidates(runtime: str, precision: str, bf16_default: bool,
                usable: tuple[str, ...] = RUNTIMES) -> list[tuple[str, str]]:
     """(runtime, precision) pairs `choose` may pick from, after `check(runtime, precision)`; `usable`:
     the runtimes the caller can build (the torch runtime needs the PyTorch module)."""
-    runtimes = [r for r in available_runtimes() if r in usable] if runtime == "auto" else [runtime]
+    runtimes = [r for r in available_runtimes() if r in usable and r in AUTO_RUNTIMES] if runtime == "auto" else [runtime]
     out = []
     for r in runtimes:
         if precision in ("auto", "fp32"):
