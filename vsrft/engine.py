@@ -492,7 +492,7 @@ class Enhancer:
                 "adapt_config": self.adapt_config.to_dict(), "adapt_every_s": self.policy.every_s,
                 # in line with the step budget only: a time limit, if any, is ignored
                 "adapt_sync": self.adapt_sync, "warm_start": self.warm_start, "blend_frames": self.blend_frames,
-                "provider": self.provider}
+                "provider": self.provider, "runtime": self.network.runtime.label}   # bf16 frames differ from fp32
 
     def report(self) -> dict:
         """Everything a --report file holds: `settings()`, every adaptation decision, stage times."""
