@@ -167,3 +167,49 @@ def test_every_setting_that_changes_frames_is_in_the_fingerprint(tiny_model, tmp
     base = Enhancer(model=str(tiny_model), **_BASE).settings()
     assert Enhancer(model=str(tiny_model), **_BASE).settings() == base
     assert Enhancer(**{"model": str(tiny_model), **_BASE, **change}).settings() != base
+
+
+@pytest.fixture(scope="module")
+def flash_clip(tmp_path_factory) -> Path:
+    """1 s of one shot, one white frame (a flash: a 1-frame shot), 1 s of another shot (25 fps)."""
+    from helpers import ffmpeg
+
+    path = tmp_path_factory.mktemp("flash") / "flash.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=64x48:r=25,trim=end_frame=25,setpts=PTS-STARTPTS",
+           "-f", "lavfi", "-i", "color=white:s=64x48:r=25,trim=end_frame=1,setpts=PTS-STARTPTS",
+           "-f", "lavfi", "-i", "mandelbrot=s=64x48:r=25,trim=end_frame=25,setpts=PTS-STARTPTS",
+           "-filter_complex", "[0:v][1:v][2:v]concat=n=3:v=1:a=0,format=yuv420p[v]", "-map", "[v]",
+           "-c:v", "libx264", "-preset", "veryfast", path)
+    return path
+
+
+@pytest.mark.parametrize("codec", ["libx264", "libx265"])
+def test_resume_with_a_one_frame_shot(tiny_model, tmp_path, flash_clip, codec) -> None:
+    """Issue 18 case 1: a 1-frame segment (the flash) got dts = pts from its own encoder, the next
+    segment's B-frame encoder started its dts before it, and the muxer refused the file ("Invalid
+    argument") on every run. Now: it runs, keeps the pts, and an interrupted job resumed after the
+    flash gives the same packets as the uninterrupted one."""
+    opts = {"codec": codec, "resume": True}
+    ref = tmp_path / "ref.mp4"
+    enhance(flash_clip, ref, enhancer=Enhancer(model=str(tiny_model), adapt=False), **opts)
+    with av.open(str(flash_clip)) as c:
+        source_pts = sorted(f.pts for f in c.decode(video=0))
+    with av.open(str(ref)) as c:
+        assert sorted(f.pts for f in c.decode(video=0)) == source_pts and len(source_pts) == 51
+    with av.open(str(ref)) as c:
+        dts = [p.dts for p in c.demux(video=0) if p.size]
+    assert dts == sorted(set(dts))                                       # strictly rising
+
+    out = tmp_path / "out.mp4"
+
+    def stop_at_30(p) -> None:
+        if p.frames_done >= 30:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        enhance(flash_clip, out, enhancer=Enhancer(model=str(tiny_model), adapt=False), progress=stop_at_30, **opts)
+    segments = json.loads((job_folder(out) / "manifest.json").read_text())["segments"]
+    assert [s["frames"] for s in segments] == [25, 1]                   # the flash is a segment of its own
+    enhance(flash_clip, out, enhancer=Enhancer(model=str(tiny_model), adapt=False), **opts)
+    assert _video_packets(out) == _video_packets(ref)
+    assert not job_folder(out).exists()

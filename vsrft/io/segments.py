@@ -11,6 +11,7 @@ segments after it are encoded exactly as an uninterrupted run would encode them.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import logging
 import os
@@ -31,6 +32,10 @@ from vsrft.io.encode import VideoSink
 log = logging.getLogger(__name__)
 
 VERSION = 1
+# Decode timestamps of a resumable output are rewritten as dts[n] = (n - REORDER)-th smallest pts, so that
+# they rise across segment boundaries: see `SegmentWriter._retime`. 4 is above the reordering depth of the
+# B-frame encoders here (x264/x265 b-pyramid: 2, mpeg4/mpeg2: 1, AV1/VP9: 0).
+REORDER = 4
 _RECORD = struct.Struct("<qqBI")          # pts, dts, keyframe, size
 _NONE = -(2 ** 63)
 
@@ -145,12 +150,17 @@ class SegmentWriter:
         self._file: BinaryIO | None = None
         self._first = self._frames = self._packets = 0
         self._next = job.resume_from
+        self._pending: list[int] = []        # pts muxed whose rank has not been used as a dts yet
+        self._muxed = 0
+        self._last_dts: int | None = None
+        rate = sink.source.rate or Fraction(25)
+        self._tick = max(1, round(1 / (rate * sink.video.codec_context.time_base)))   # a frame, in ticks
 
     def skip(self, frame: Frame) -> None:
         """A frame the job already has: mux its stored packet (one packet per frame) instead."""
         packet = next(self._stored, None)
         if packet is not None:
-            self.sink.mux_video(packet)
+            self._mux(packet)
         self.sink.frames_written += 1
 
     def write(self, frame: Frame, restart: bool) -> None:
@@ -158,7 +168,7 @@ class SegmentWriter:
             self._finish()
         if self._encoder is None:
             for packet in self._stored:          # anything left of the stored part goes first
-                self.sink.mux_video(packet)
+                self._mux(packet)
             self._start(frame.index)
         self._store(self.sink.encode(frame, self._encoder))
         self._frames += 1
@@ -166,7 +176,7 @@ class SegmentWriter:
 
     def close(self) -> None:
         for packet in self._stored:
-            self.sink.mux_video(packet)
+            self._mux(packet)
         if self._encoder is not None:
             self._finish()
         self.sink.close()
@@ -185,7 +195,34 @@ class SegmentWriter:
             self._file.write(_RECORD.pack(_NONE if p.pts is None else p.pts, _NONE if p.dts is None else p.dts,
                                           int(p.is_keyframe), len(data)) + data)
             self._packets += 1
-            self.sink.mux_video(p)
+            self._mux(p)
+
+    def _mux(self, packet: av.Packet) -> None:
+        self._retime(packet)
+        self.sink.mux_video(packet)
+
+    def _retime(self, packet: av.Packet) -> None:
+        """Decode timestamps that rise across segments, whatever each segment's encoder said.
+
+        Each segment's encoder starts its own dts line REORDER-less-or-more frames before its
+        first pts, and a short segment (a 1-frame flash shot) gets dts = pts: the next segment's
+        first dts then lies before it and the muxer refuses the file (issue 18). Segments are
+        closed GOPs in pts order, so over the whole file the n-th packet in decode order may take
+        the (n - REORDER)-th smallest pts as its dts (before that: REORDER frames before the first
+        pts), as one encoder with that reordering delay would: rising, never after its pts.
+        Computed from the packets alone, so a resumed job (stored packets replayed) gets the same."""
+        if packet.pts is None:
+            return
+        heapq.heappush(self._pending, packet.pts)
+        n, self._muxed = self._muxed, self._muxed + 1
+        if n < REORDER:
+            dts = self._pending[0] - (REORDER - n) * self._tick
+        else:
+            dts = heapq.heappop(self._pending)
+        if dts > packet.pts or (self._last_dts is not None and dts <= self._last_dts):
+            raise VsrftError(f"encoder {self.sink.codec} reorders frames more deeply than --resume allows "
+                             f"({REORDER}) or gave repeated timestamps: run without --resume")
+        packet.dts = self._last_dts = dts
 
     def _finish(self) -> None:
         self._store(self.sink.encode(None, self._encoder))
