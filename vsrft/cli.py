@@ -472,7 +472,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         box = compare.detailed_box(base[n])
     kept = args.adapt and not any(r.accepted for r in adapted_enh.reports)
     label = " + ".join([*(["input deblur"] if adapted_enh.network.input_filter is not None else []),
-                        *(["base (adaptation rejected)" if kept else "adapted"] if args.adapt else []),
+                        *(["base kept" if kept else "adapted"] if args.adapt else []),
                         *(["projection"] if adapted_enh.project else [])]) or "network"
     panels = [("input (nearest)", nearest), ("bicubic", bicubic[n]), ("base network", base[n]), (label, adapted[n])]
     if args.reference:
