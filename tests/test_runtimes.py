@@ -164,3 +164,24 @@ def test_cli_unavailable_runtime_is_one_line_error(tmp_path) -> None:
     assert run.returncode == 2 and run.stderr.strip().splitlines() == [
         "vsrft: error: --runtime must be one of auto, onnxruntime, openvino, torch, got 'onnx'"], run.stderr
     assert not (tmp_path / "out.mp4").exists()
+
+
+@pytest.mark.skipif(not any(p == "bf16" for _, p in PAIRS), reason="no runtime here runs bf16 (needs AVX512_BF16 or AMX)")
+def test_a_deep_source_leaves_an_automatic_bf16_for_fp32(mse, frames) -> None:
+    """bf16 keeps 8 significant bits: with --precision auto, 16-bit input runs in float32 (the
+    10-bit round-trip tests check the frames); a bf16 the user asked for stays."""
+    from vsrft.models.checkpoint import ModelInfo
+    from vsrft.network import Network
+
+    module, data = mse
+    runtime = next(r for r, p in PAIRS if p == "bf16")
+    auto, forced = make(module, data, runtime, "auto"), make(module, data, runtime, "bf16")
+    auto.choice = backends.Choice(runtime, "bf16")     # what the probe picks where bf16 is the faster
+    auto.session = auto._make_session(auto.proto.SerializeToString())
+    info = ModelInfo("vsrft-mse", {"arch": "vsrnet", "scale": 4, "frames": 5})
+    deep = [(f.transpose(1, 2, 0) * 65535).astype(np.uint16) for f in frames.reshape(5, 3, *frames.shape[1:])]
+    for rt, kept in ((auto, "fp32"), (forced, "bf16")):
+        Network(module, info, rt, 4).infer(deep)
+        assert rt.choice.precision == kept
+    want = make(module, data, "onnxruntime", "fp32").run(frames)
+    check_close(auto.run(frames), want, "fp32")

@@ -89,8 +89,11 @@ class Network:
     def infer(self, window: list[np.ndarray], session: ort.InferenceSession | None = None) -> np.ndarray:
         """RGB (h, w, 3) uint8, or uint16 on the 16-bit scale (deep sources) -> (3, s*h, s*w) float32
         at the requested scale."""
+        deep = window[0].dtype == np.uint16
+        if deep:        # bf16 keeps 8 significant bits: a deep source would come out quantised
+            self.runtime.keep_full_precision()
         stacked = self.stack(window)
-        stacked = stacked.astype(np.float32) * np.float32(1 / (65535 if window[0].dtype == np.uint16 else 255))
+        stacked = stacked.astype(np.float32) * np.float32(1 / (65535 if deep else 255))
         hr = self.runtime.run(stacked, session)
         return self.resample(hr, window[0].shape[0], window[0].shape[1])
 

@@ -175,6 +175,14 @@ class Runtime:
                                precision=self._precision, bf16_default=bf16_default, threads=self.threads,
                                usable=usable)
 
+    def keep_full_precision(self) -> None:
+        """Leave a bf16 that `--precision auto` chose for float32 (from now on, same weights):
+        for deep (> 8-bit) sources, whose precision bf16's 8 significant bits would lose."""
+        if self._precision == "auto" and self.choice.precision == "bf16":
+            log.info("a deep source: %s runs in float32 instead of bf16", self.choice.runtime)
+            self.choice = backends.Choice(self.choice.runtime, "fp32")
+            self.session = self._make_session(self.proto.SerializeToString())
+
     def _input_channels(self) -> int:
         proto = onnx.load_from_string(self._fp32_bytes)
         return proto.graph.input[0].type.tensor_type.shape.dim[1].dim_value
