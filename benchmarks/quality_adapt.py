@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,10 @@ import av
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# figures comparable across machines: float32 ONNX Runtime unless VSRFT_RUNTIME/VSRFT_PRECISION say otherwise
+# (--runtime auto picks per machine, and bf16 moves outputs by up to 0.02 dB: docs/speed.md)
+os.environ.setdefault("VSRFT_RUNTIME", "onnxruntime")
+os.environ.setdefault("VSRFT_PRECISION", "fp32")
 
 from vsrft.adapt import MODEL_DEFAULTS, AdaptConfig  # noqa: E402
 from vsrft.degradation import Degradation  # noqa: E402

@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import shlex
 import sys
 import time
@@ -28,6 +29,10 @@ try:
     import vsrft  # noqa: F401
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# figures comparable across machines: float32 ONNX Runtime unless VSRFT_RUNTIME/VSRFT_PRECISION say otherwise
+# (--runtime auto picks per machine, and bf16 moves outputs by up to 0.02 dB: docs/speed.md)
+os.environ.setdefault("VSRFT_RUNTIME", "onnxruntime")
+os.environ.setdefault("VSRFT_PRECISION", "fp32")
 
 from vsrft.degradation import Degradation  # noqa: E402
 from vsrft.errors import VsrftError  # noqa: E402
