@@ -1,12 +1,15 @@
 """The `vsrft` command: argument parsing, progress bar, one-line errors and exit codes.
 
-Exit codes: 0 success, 2 bad input or environment (one line on stderr), 130 interrupted.
+Exit codes: 0 success, 2 bad input or environment (one line on stderr), 130 interrupted (Ctrl-C),
+143 / 129 stopped by SIGTERM / SIGHUP (handled as Ctrl-C: a clean stop).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
 import threading
 import time
@@ -275,18 +278,46 @@ def write_outputs(args: argparse.Namespace, enhancer) -> None:
         logging.getLogger("vsrft").info("adapted models and their shots: %s", manifest)
 
 
+def check_output_paths(args: argparse.Namespace) -> None:
+    """--report and --save-adapted are written after the run: find a path that cannot be written now,
+    before the work (one line, exit 2), not after an hour of it."""
+    import tempfile
+
+    for path, what, folder in ((args.report, "--report", False), (args.save_adapted, "--save-adapted", True)):
+        if not path:
+            continue
+        p = Path(path)
+        if folder:
+            if p.exists() and not p.is_dir():
+                raise VsrftError(f"{what} {path} exists and is not a folder")
+            parent = p
+            while not parent.exists() and parent != parent.parent:   # it is made with its parents
+                parent = parent.parent
+        else:
+            if p.is_dir():
+                raise VsrftError(f"{what} {path} is a folder; give a file name")
+            parent = p.parent
+            if not parent.is_dir():
+                raise VsrftError(f"{what} {path}: folder {parent} does not exist")
+        try:
+            tempfile.TemporaryFile(dir=parent).close()
+        except OSError as exc:
+            raise VsrftError(f"{what} {path} cannot be written: {exc.strerror or exc}") from None
+
+
 def cmd_enhance(args: argparse.Namespace) -> int:
     from vsrft.io.encode import preflight
 
     # fail on a bad input, output or encoder setting before importing torch and loading the model
+    check_output_paths(args)
     encoding = encoding_args(args)
-    preflight(args.input, args.output, scale=args.scale, **encoding)
+    preflight(args.input, args.output, scale=args.scale, resume=args.resume, **encoding)
     from vsrft.engine import enhance
     enhancer = make_enhancer(args)
     bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
     try:
         stats = enhance(args.input, args.output, **encoding, progress=bar, enhancer=enhancer, resume=args.resume)
-    except (KeyboardInterrupt, VsrftError):
+    except KeyboardInterrupt:        # Ctrl-C, SIGTERM, SIGHUP (an error stays one line)
         if args.resume:
             logging.getLogger("vsrft").warning("stopped: run the same command again to continue where it stopped")
         raise
@@ -306,6 +337,7 @@ def cmd_pipe(args: argparse.Namespace) -> int:
     from vsrft.engine import Progress
     from vsrft.io import y4m
 
+    check_output_paths(args)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     if args.size:
         try:
@@ -339,6 +371,9 @@ def cmd_pipe(args: argparse.Namespace) -> int:
         _silence_stdout()
         logging.getLogger("vsrft").info("output pipe closed; stopping")
         return 0
+    except OSError as exc:          # stdout on a full disk (> /dev/full), a device error
+        _silence_stdout()
+        raise VsrftError(f"writing the output to stdout failed: {exc.strerror or exc}") from None
     finally:
         bar.close()
     write_outputs(args, enhancer)
@@ -547,16 +582,82 @@ def main(argv: Sequence[str] | None = None) -> int:
                         handlers=[handler])
     for noisy in ("PIL", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    previous = _stop_on_signals()
     try:
         return args.func(args)
     except VsrftError as exc:
         print(f"vsrft: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("vsrft: interrupted; no output was written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        print(f"vsrft: {how}; no output was written", file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:
         return 1
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (systemd, docker, `timeout`, a closed terminal): handled as Ctrl-C is, so the
+    run stops cleanly (temporary output removed, a --resume job kept) and exits with 128 + the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_on_signals() -> dict:
+    """Install the handlers (main thread only); returns the previous ones."""
+    def stop(signum: int, frame) -> None:
+        for s in (signal.SIGTERM, signal.SIGHUP):   # one stop: a second signal must not break the cleanup
+            signal.signal(s, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    _fork_with_default_signals()
+    return {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+
+
+_saved_actions: dict = {}
+_sigaction = None
+
+
+def _fork_with_default_signals() -> None:
+    """A process a library forks (OpenVINO's telemetry does, from a thread) gets the default SIGTERM and
+    SIGHUP: such a child can hang in a lock before it runs any Python, its parent ends it with SIGTERM at
+    exit, and a Python handler never runs there, so the parent waited for it forever. The C-level actions
+    are set to default around each fork and restored exactly (sigaction) in the parent."""
+    global _sigaction
+    if _sigaction is not None:
+        return
+    import ctypes
+
+    class SigAction(ctypes.Structure):       # glibc's struct sigaction (x86-64, aarch64)
+        _fields_ = [("handler", ctypes.c_void_p), ("mask", ctypes.c_ulong * 16), ("flags", ctypes.c_int),
+                    ("restorer", ctypes.c_void_p)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    _sigaction = libc.sigaction
+    _sigaction.argtypes = (ctypes.c_int, ctypes.POINTER(SigAction), ctypes.POINTER(SigAction))
+    default = SigAction()                    # handler 0: SIG_DFL, empty mask, no flags
+
+    def before() -> None:
+        for s in (signal.SIGTERM, signal.SIGHUP):
+            old = SigAction()
+            if _sigaction(int(s), ctypes.byref(default), ctypes.byref(old)) == 0:
+                _saved_actions[s] = old
+
+    def after_in_parent() -> None:
+        for s, old in list(_saved_actions.items()):
+            _sigaction(int(s), ctypes.byref(old), None)
+        _saved_actions.clear()
+
+    os.register_at_fork(before=before, after_in_parent=after_in_parent,
+                        after_in_child=lambda: _saved_actions.clear())
 
 
 def entry() -> None:

@@ -128,6 +128,7 @@ class Enhancer:
     _frames_in = 0
     _keyframes_started = 0
     _weights_digest: str | None = None
+    _streaming = False                 # a process() generator is running (started, not finished or closed)
 
     def __init__(self, scale: int = 4, model: str = DEFAULT_MODEL, adapt: bool = True,
                  blur: float | None = None, *, kernel: str | None = None, project: bool | None = None,
@@ -213,6 +214,42 @@ class Enhancer:
         """
         order = self.colour_order if colour_order is None else _colour_order(colour_order)
         rate = self.frame_rate if frame_rate is None else _frame_rate(frame_rate)
+        if self._streaming:
+            raise RuntimeError("this Enhancer is already processing a stream: exhaust or close() the generator of "
+                               "the earlier process() call before starting another (or use a second Enhancer)")
+        self._streaming = True
+        try:
+            self._new_stream()
+            yield from self._stream(frames, order, rate)
+        finally:
+            self._streaming = False
+
+    def _new_stream(self) -> None:
+        """Forget the previous stream (finished or abandoned mid-way): its queued windows, the keyframe
+        being collected, a running blend, the keyframe policy's clock, its stats and reports; weights
+        go back to the pretrained ones, so the stream comes out as from a fresh Enhancer."""
+        if self._pool is not None:        # an abandoned stream's adaptation may still be running
+            self.close()
+        self._queue.clear()
+        self._collecting = None
+        self._blend = None
+        self._adapting = None
+        self.policy = KeyframePolicy(every_s=self.policy.every_s)
+        self._latest = self._pretrained
+        if self._current is not self._pretrained:
+            self.network.swap(self._pretrained)
+            self._current = self._pretrained
+        self.restart_points.clear()
+        self._last_restart = 0
+        self._frames_in = self._keyframes_started = 0
+        self.reports = []
+        if self._decisions is not None:
+            self._decisions = []
+        self.stats.frames = self.stats.cuts = 0
+        for k in self.stats.seconds:
+            self.stats.seconds[k] = 0.0
+
+    def _stream(self, frames: Iterable[Any], order: str, rate: Fraction | None) -> Iterator[Any]:
         cuts = CutDetector()
         windows: WindowAssembler[Frame] = WindowAssembler()
         size: tuple[int, int] | None = None
@@ -661,7 +698,9 @@ def _like(frame: Frame | Skipped, kind: type, order: str = "rgb") -> Any:
         return np.ascontiguousarray(frame.rgb[..., ::-1]) if order == "bgr" else frame.rgb
     if kind is av.VideoFrame:
         vf = av.VideoFrame.from_ndarray(frame.rgb, format="rgb24")
-        vf.pts, vf.time_base = frame.pts, frame.time_base
+        vf.pts = frame.pts
+        if frame.time_base is not None:     # frames made with from_ndarray have none (PyAV cannot set None)
+            vf.time_base = frame.time_base
         return vf
     return frame
 
@@ -686,7 +725,8 @@ class _Worker(threading.Thread):
 
 def preflight(src: str | Path, dst: str | Path, *, scale: int = 4, codec: str | None = None,
               crf: float | None = 18, preset: str | None = "veryfast", pix_fmt: str | None = None,
-              encoder_options: dict[str, str] | None = None, bitrate: str | int | None = None) -> None:
+              encoder_options: dict[str, str] | None = None, bitrate: str | int | None = None,
+              resume: bool = False) -> None:
     """Check the input, the output path and the encoder settings before any model is loaded
     (see `vsrft.io.encode.preflight`), and the scale."""
     from vsrft.io import encode
@@ -695,7 +735,7 @@ def preflight(src: str | Path, dst: str | Path, *, scale: int = 4, codec: str | 
     if scale not in SUPPORTED_SCALES:
         raise VsrftError(f"scale must be one of {', '.join(map(str, SUPPORTED_SCALES))}, got {scale}")
     encode.preflight(src, dst, scale=scale, codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
-                     encoder_options=encoder_options, bitrate=bitrate)
+                     encoder_options=encoder_options, bitrate=bitrate, resume=resume)
 
 
 def enhance(src: str | Path, dst: str | Path, *, codec: str | None = None, crf: float | None = 18,
@@ -719,13 +759,16 @@ def enhance(src: str | Path, dst: str | Path, *, codec: str | None = None, crf: 
 
     if enhancer is None:
         preflight(src, dst, scale=int(options.get("scale", 4)), codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt,
-                  encoder_options=encoder_options, bitrate=bitrate)
+                  encoder_options=encoder_options, bitrate=bitrate, resume=resume)
     source = VideoSource(src)
     try:
         enh = enhancer or Enhancer(**options)
         sink = VideoSink(dst, source, source.width * enh.scale, source.height * enh.scale,
                          codec=codec, crf=crf, preset=preset, pix_fmt=pix_fmt, options=encoder_options,
                          bitrate=bitrate)
+        if resume and sink.direct:
+            sink.abort()
+            raise VsrftError(f"--resume needs a regular file as the output; {dst} is a device or FIFO")
     except BaseException:
         source.close()
         raise
@@ -743,6 +786,8 @@ def enhance(src: str | Path, dst: str | Path, *, codec: str | None = None, crf: 
         except BaseException:
             sink.abort()
             source.close()
+            if "job" in locals():
+                job.unlock()
             raise
         writer = SegmentWriter(sink, job)
         user_on_adapt = enh.on_adapt
@@ -870,6 +915,8 @@ def enhance(src: str | Path, dst: str | Path, *, codec: str | None = None, crf: 
         encoder.join(timeout=5)   # before abort(): the encoder thread may still be writing to the file
         if not ok:
             sink.abort()
+            if writer is not None:        # the job stays for a rerun; its lock goes with this run
+                writer.job.unlock()
         source.close()
     stats.seconds["total"] = time.perf_counter() - t_start
     return stats

@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import secrets
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -45,17 +46,20 @@ class VideoSink:
     def __init__(self, path: str | Path, source: VideoSource, width: int, height: int, *,
                  codec: str | None = None, crf: float | None = 18, preset: str | None = "veryfast",
                  pix_fmt: str | None = None, options: dict[str, str] | None = None, bitrate: str | int | None = None,
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, dry_run: bool = False) -> None:
         self.path = Path(path)
         self.source = source
         self._warn = (lambda *a: None) if quiet else log.warning     # a preflight's throwaway sink says nothing
-        parent = self.path.parent if str(self.path.parent) else Path(".")
+        # A symlink's target is written (the link stays); a device or FIFO is written to, never replaced.
+        self.target = Path(os.path.realpath(self.path)) if self.path.is_symlink() else self.path
+        parent = self.target.parent if str(self.target.parent) else Path(".")
         if not parent.is_dir():
             raise VsrftError(f"output directory does not exist: {parent}")
-        if self.path.exists() and self.path.is_dir():
+        if self.target.is_dir():
             raise VsrftError(f"output path is a directory: {self.path}")
-        if self.path.resolve() == source.path.resolve():
+        if self.target.resolve() == source.path.resolve():
             raise VsrftError("output path is the same file as the input")
+        self.direct = self.target.exists() and not self.target.is_file()   # /dev/null, a FIFO, a device
         if codec is not None:
             try:
                 codec_obj = av.Codec(codec, "w")
@@ -65,22 +69,51 @@ class VideoSink:
                 raise VsrftError(f"encoder {codec} is not a video encoder")
         bits = parse_bitrate(bitrate)
         suffix = self.path.suffix or ".mkv"
+        self._owned = True          # the file written is ours to delete on failure (not the device or FIFO)
         try:
-            self.tmp_path = temporary_output(self.path, suffix)
+            if self.direct and not dry_run:
+                self.tmp_path, self._owned = self.target, False
+            elif self.direct:       # a check must not open a FIFO (it waits for a reader, then ends its stream)
+                fd, name = tempfile.mkstemp(prefix="vsrft-check-", suffix=suffix)
+                os.close(fd)
+                self.tmp_path = Path(name)
+            else:
+                self.tmp_path = temporary_output(self.target, suffix)
         except OSError as exc:
             raise VsrftError(f"cannot write to {parent}: {exc.strerror}") from None
+        self._lock_fd: int | None = None
+        if self._owned and not dry_run:
+            # held while this run writes it: the stale-file cleanup of another run leaves it alone
+            import fcntl
+
+            self._lock_fd = os.open(self.tmp_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+            stale = remove_stale_partials(self.target, keep=self.tmp_path)
+            if stale:
+                log.info("removed %d temporary file(s) an interrupted run left: %s", len(stale),
+                         ", ".join(p.name for p in stale))
         fmt = _format_for(self.path)
         container_opts = {}
         tb = source.time_base
-        if self.path.suffix.lower() in (".mp4", ".mov", ".m4v") and tb.numerator == 1 and tb.denominator < 2 ** 31:
+        mp4 = self.path.suffix.lower() in (".mp4", ".mov", ".m4v")
+        if mp4 and tb.numerator == 1 and tb.denominator < 2 ** 31:
             # MP4/MOV would raise a small time scale (1/1000 -> 1/16000): keep the source's, so the timestamps
             # are the same integers
             container_opts["video_track_timescale"] = str(tb.denominator)
+        if mp4 and self.direct:      # a pipe cannot be seeked back to write the index: fragmented MP4, as streamed
+            container_opts["movflags"] = "frag_keyframe+empty_moov+default_base_moof"
         try:
             self.container = av.open(str(self.tmp_path), mode="w", format=fmt, options=container_opts)
         except (av.FFmpegError, ValueError) as exc:
-            self.tmp_path.unlink(missing_ok=True)
+            if self._owned:
+                self.tmp_path.unlink(missing_ok=True)
+            if isinstance(exc, av.FFmpegError) and self.direct:
+                raise VsrftError(f"cannot write {self.path}: {exc.strerror or exc}") from None
             raise VsrftError(f"cannot write {self.path}: unknown container for extension {suffix!r} ({exc})") from None
+        self._closed = False
+        for key, value in source.container.metadata.items():    # title, artist, date, comment, ...
+            if key.lower() not in _TECHNICAL_TAGS:
+                self.container.metadata[key] = value
         try:
             self._setup_video(codec, width, height, crf, preset, pix_fmt, options or {}, bits)
             self._setup_copies()
@@ -88,7 +121,6 @@ class VideoSink:
             self.abort()
             raise
         self.frames_written = 0
-        self._closed = False
 
     def _setup_video(self, codec: str | None, width: int, height: int, crf: float | None, preset: str | None,
                      pix_fmt: str | None, options: dict[str, str], bitrate: int | None) -> None:
@@ -154,6 +186,7 @@ class VideoSink:
         if unused:
             raise VsrftError(f"encoder {codec} has no option {', '.join(map(repr, unused))} "
                              f"(see `ffmpeg -h encoder={codec}`)")
+        _copy_tags(src.stream, stream)
         self.video = stream
         self.pix_fmt = pix_fmt
         self.deep = bit_depth(pix_fmt) > 8
@@ -195,7 +228,14 @@ class VideoSink:
                 self._warn("dropping %s stream #%d (%s): %s cannot hold it; use .mkv to keep it",
                            s.type, s.index, name, self.path.suffix)
                 continue
-            self.copies[s.index] = self.container.add_stream_from_template(s)
+            try:
+                out = self.container.add_stream_from_template(s)
+            except ValueError as exc:     # e.g. "'matroska' format does not support 'mov_text' codec"
+                self._warn("dropping %s stream #%d (%s): %s; choose another output extension to keep it",
+                           s.type, s.index, name, exc)
+                continue
+            _copy_tags(s, out)
+            self.copies[s.index] = out
 
     @property
     def dropped_streams(self) -> int:
@@ -286,8 +326,15 @@ class VideoSink:
         except BaseException:
             self.abort()
             raise
-        os.replace(self.tmp_path, self.path)
+        if self._owned:
+            os.replace(self.tmp_path, self.target)
         self._closed = True
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if getattr(self, "_lock_fd", None) is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def abort(self) -> None:
         """Drop everything written so far; the target path is left untouched."""
@@ -298,7 +345,9 @@ class VideoSink:
             self.container.close()
         except Exception:  # noqa: BLE001 - already failing; the file is deleted anyway
             pass
-        self.tmp_path.unlink(missing_ok=True)
+        if self._owned:
+            self.tmp_path.unlink(missing_ok=True)
+        self._unlock()
 
 
 def temporary_output(target: Path, suffix: str) -> Path:
@@ -306,17 +355,83 @@ def temporary_output(target: Path, suffix: str) -> Path:
 
     Made with mode 0666 less the umask, as ffmpeg makes its outputs (mkstemp's 0600 would
     survive the rename and leave every output readable by its owner only). O_EXCL keeps the
-    name ours alone."""
+    name ours alone. The name is `partial_prefix(target)` + 8 hex digits + `.partial` + suffix,
+    the stem shortened so that a name the file system takes gets a temporary name it takes too."""
     parent = target.parent if str(target.parent) else Path(".")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     for _ in range(100):
-        path = parent / f".{target.stem}.{secrets.token_hex(4)}.partial{suffix}"
+        path = parent / f"{partial_prefix(target)}{secrets.token_hex(4)}.partial{suffix[:16]}"
         try:
             os.close(os.open(path, flags, 0o666))
         except FileExistsError:
             continue
         return path
     raise FileExistsError(errno.EEXIST, f"no free temporary name beside {target}")
+
+
+def partial_prefix(target: Path) -> str:
+    """How the temporary files of `target` begin: "." + its stem (cut to leave room in 255 bytes) + "."."""
+    stem = target.stem.encode()[:200].decode(errors="ignore")
+    return f".{stem}."
+
+
+def remove_stale_partials(target: Path, keep: Path | None = None) -> list[Path]:
+    """Delete temporary files of `target` that an earlier run left (killed before it could clean up).
+
+    Only files named as `temporary_output` names them for this target, and only those no process
+    holds a lock on (a run in progress locks its temporary file: see `lock_file`)."""
+    parent = target.parent if str(target.parent) else Path(".")
+    prefix, removed = partial_prefix(target), []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        rest = name[len(prefix):]
+        if not name.startswith(prefix) or len(rest) < 9 or rest[8:17] != ".partial." and rest[8:] != ".partial":
+            continue
+        if not all(c in "0123456789abcdef" for c in rest[:8]):
+            continue
+        path = parent / name
+        if keep is not None and path == keep:
+            continue
+        try:
+            with open(path, "rb") as f:
+                if not _try_lock(f.fileno()):
+                    continue                 # another run is writing it
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            continue
+    return removed
+
+
+def _try_lock(fd: int) -> bool:
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return True
+
+
+# Tags that describe the old file's encoding, not the content: the new file gets its own.
+_TECHNICAL_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "duration", "handler_name",
+                   "vendor_id", "_statistics_tags", "_statistics_writing_app", "_statistics_writing_date_utc",
+                   "bps", "number_of_frames", "number_of_bytes"}
+
+
+def _copy_tags(src: av.stream.Stream, dst: av.stream.Stream) -> None:
+    """Language, title and other content tags of a stream, and its disposition (default, forced, ...)."""
+    for key, value in src.metadata.items():
+        if key.lower() not in _TECHNICAL_TAGS and not key.lower().startswith(("duration", "number_of", "bps")):
+            dst.metadata[key] = value
+    try:
+        dst.disposition = src.disposition
+    except (AttributeError, TypeError, ValueError):     # a PyAV without a settable disposition
+        pass
 
 
 _BITRATE_UNITS = {"": 1, "k": 1000, "m": 1000 ** 2, "g": 1000 ** 3}
@@ -368,7 +483,8 @@ def _format_for(path: Path) -> str | None:
 
 def preflight(src: str | Path, dst: str | Path, *, scale: int = 4, codec: str | None = None,
               crf: float | None = 18, preset: str | None = "veryfast", pix_fmt: str | None = None,
-              encoder_options: dict[str, str] | None = None, bitrate: str | int | None = None) -> None:
+              encoder_options: dict[str, str] | None = None, bitrate: str | int | None = None,
+              resume: bool = False) -> None:
     """Check the input, the output path and the encoder settings before any model is loaded.
 
     Opens the input, and makes (then removes) the output's temporary file with the encoder opened:
@@ -378,6 +494,9 @@ def preflight(src: str | Path, dst: str | Path, *, scale: int = 4, codec: str | 
     if scale < 1:
         raise VsrftError(f"scale must be a positive integer, got {scale}")
     with VideoSource(src) as source:
-        VideoSink(dst, source, source.width * scale, source.height * scale, codec=codec, crf=crf,
-                  preset=preset, pix_fmt=pix_fmt, options=encoder_options, bitrate=bitrate,
-                  quiet=True).abort()
+        sink = VideoSink(dst, source, source.width * scale, source.height * scale, codec=codec, crf=crf,
+                         preset=preset, pix_fmt=pix_fmt, options=encoder_options, bitrate=bitrate,
+                         quiet=True, dry_run=True)
+        sink.abort()
+        if resume and sink.direct:
+            raise VsrftError(f"--resume needs a regular file as the output; {dst} is a device or FIFO")

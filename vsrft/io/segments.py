@@ -10,6 +10,9 @@ segments after it are encoded exactly as an uninterrupted run would encode them.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import heapq
 import json
@@ -55,6 +58,17 @@ class Job:
         self.segments: list[dict[str, Any]] = []
         self.adaptations: dict[int, dict[str, Any]] = {}
         self.partial: str | None = None          # the temporary output being written
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._lock = open(folder / "lock", "a+b")          # noqa: SIM115 - held until remove()
+        except OSError as exc:
+            raise VsrftError(f"cannot create the resume folder {folder}: {exc.strerror}") from None
+        try:
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise VsrftError(f"another vsrft run is working on this output (its resume folder {folder} is locked): "
+                             "wait for it to end") from None
         manifest = folder / "manifest.json"
         if manifest.is_file():
             try:
@@ -69,11 +83,11 @@ class Job:
                          len(self.segments))
             else:
                 log.warning("%s belongs to another input or other settings: starting over", folder)
-                shutil.rmtree(folder, ignore_errors=True)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise VsrftError(f"cannot create the resume folder {folder}: {exc.strerror}") from None
+                if data.get("partial"):
+                    Path(data["partial"]).unlink(missing_ok=True)
+                for entry in folder.iterdir():           # all but the lock, which this run holds
+                    if entry.name != "lock":
+                        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
         self._save()
 
     @property
@@ -96,9 +110,13 @@ class Job:
         if weights is not None:
             name = f"weights{index:08d}.pt"
             tmp = self.folder / (name + ".tmp")
-            torch.save(weights, tmp)
-            _sync(tmp)
-            os.replace(tmp, self.folder / name)
+            with self.writing():
+                try:
+                    torch.save(weights, tmp)
+                except RuntimeError as exc:          # torch reports a failed write as RuntimeError
+                    raise OSError(errno.EIO, str(exc).splitlines()[0]) from None
+                _sync(tmp)
+                os.replace(tmp, self.folder / name)
         self.adaptations[index] = {"weights": name, "result": result.to_dict()}
         self._save()
 
@@ -122,14 +140,29 @@ class Job:
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+        self.unlock()
+
+    def unlock(self) -> None:
+        if not self._lock.closed:
+            self._lock.close()
 
     def _save(self) -> None:
         data = {"version": VERSION, "fingerprint": self.fingerprint, "segments": self.segments,
                 "adaptations": {str(k): v for k, v in self.adaptations.items()}, "partial": self.partial}
         tmp = self.folder / "manifest.json.tmp"
-        tmp.write_text(json.dumps(data, indent=1, default=str))
-        _sync(tmp)
-        os.replace(tmp, self.folder / "manifest.json")
+        with self.writing():
+            tmp.write_text(json.dumps(data, indent=1, default=str))
+            _sync(tmp)
+            os.replace(tmp, self.folder / "manifest.json")
+
+    @contextlib.contextmanager
+    def writing(self):
+        """Disk full (or any I/O error) while keeping the resume data: one VsrftError, not a traceback."""
+        try:
+            yield
+        except OSError as exc:
+            raise VsrftError(f"writing the resume data in {self.folder} failed: {exc.strerror or exc} "
+                             "(--resume keeps a copy of the video stream there: see docs/production.md)") from None
 
 
 def fingerprint(src: str | Path, settings: dict[str, Any]) -> dict[str, Any]:
@@ -187,13 +220,15 @@ class SegmentWriter:
             raise VsrftError(f"internal error: a segment encoder's headers differ from {self.sink.path.name}'s")
         self._first, self._frames, self._packets = first, 0, 0
         self._name = f"segment{first:08d}.pkt"
-        self._file = open(self.job.folder / self._name, "wb")      # noqa: SIM115 - closed in _finish
+        with self.job.writing():
+            self._file = open(self.job.folder / self._name, "wb")      # noqa: SIM115 - closed in _finish
 
     def _store(self, packets: list[av.Packet]) -> None:
         for p in packets:
             data = bytes(p)
-            self._file.write(_RECORD.pack(_NONE if p.pts is None else p.pts, _NONE if p.dts is None else p.dts,
-                                          int(p.is_keyframe), len(data)) + data)
+            with self.job.writing():
+                self._file.write(_RECORD.pack(_NONE if p.pts is None else p.pts, _NONE if p.dts is None else p.dts,
+                                              int(p.is_keyframe), len(data)) + data)
             self._packets += 1
             self._mux(p)
 
@@ -226,9 +261,10 @@ class SegmentWriter:
 
     def _finish(self) -> None:
         self._store(self.sink.encode(None, self._encoder))
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        with self.job.writing():
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
         self.job.add_segment(self._first, self._frames, self._packets, self._name)
         self._encoder = self._file = None
 
