@@ -315,3 +315,13 @@ def test_languages_titles_and_dispositions_are_kept(tmp_path, tiny_model) -> Non
 
     assert tags(out) == tags(src)
     assert tags(out)[0] == "My Film" and tags(out)[1][2] == ("audio", "ger", "Kommentar", 1)
+
+
+# ---------------------------------------------------------------- case 7 (part): long names
+
+def test_output_name_of_250_bytes(tmp_path, short_clip, tiny_model) -> None:
+    """The temporary name added ~20 bytes to the output's: names over ~234 bytes failed."""
+    out = tmp_path / ("n" * 246 + ".mp4")
+    run = vsrft("enhance", short_clip, out, "--model", tiny_model, *FAST)
+    assert run.returncode == 0, run.stderr
+    assert len(decoded_rgb(out)) == 12 and leftovers(tmp_path) == []
