@@ -420,7 +420,8 @@ def _try_lock(fd: int) -> bool:
 # Tags that describe the old file's encoding, not the content: the new file gets its own.
 _TECHNICAL_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "duration", "handler_name",
                    "vendor_id", "_statistics_tags", "_statistics_writing_app", "_statistics_writing_date_utc",
-                   "bps", "number_of_frames", "number_of_bytes"}
+                   "bps", "number_of_frames", "number_of_bytes",
+                   "timecode"}     # on a video stream it makes the MP4 muxer add a timecode (data) track
 
 
 def _copy_tags(src: av.stream.Stream, dst: av.stream.Stream) -> None:
