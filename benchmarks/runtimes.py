@@ -108,16 +108,10 @@ def variants(net: Network) -> dict[str, object]:
 
 
 def interleaved(fns: dict[str, object], x: np.ndarray, reps: int) -> dict[str, float]:
-    for fn in fns.values():
+    for fn in fns.values():     # warm-up: the first calls at a shape prepare kernels and buffers
         fn(x)
         fn(x)
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(reps):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn(x)
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return backends.interleaved_medians(fns, x, reps)
 
 
 def speed_table(name: str, size: tuple[int, int], reps: int) -> None:

@@ -318,14 +318,21 @@ def probe(onnx_bytes: bytes, make_session: Callable[[str, str, bytes], Callable[
                         type(exc).__name__, str(exc).splitlines()[0][:160] if str(exc) else "")
     if not sessions:
         raise VsrftError("no runtime could run this model")
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(PROBE_ROUNDS):
-        for k, sess in sessions.items():
-            t = time.perf_counter()
-            sess(x)
-            times[k].append(time.perf_counter() - t)
-    return {k: round(1e3 * statistics.median(v), 2) for k, v in times.items()} | \
+    medians = interleaved_medians(sessions, x, PROBE_ROUNDS)
+    return {k: round(1e3 * v, 2) for k, v in medians.items()} | \
         {f"{r}/{p}": float("inf") for r, p in pairs if f"{r}/{p}" not in sessions}
+
+
+def interleaved_medians(fns: dict[str, Callable[[np.ndarray], Any]], x: np.ndarray, rounds: int) -> dict[str, float]:
+    """Median seconds of `fn(x)` per name over `rounds`, the names interleaved in each round (A, B,
+    A, B, ...), so that a busy machine slows them alike."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn(x)
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def _read_cache(path: Path) -> dict:
