@@ -177,7 +177,7 @@ def test_sigterm_and_sighup_stop_cleanly(tmp_path, tiny_model, sig, code) -> Non
     stale, other = tmp_path / ".out.0123abcd.partial.mp4", tmp_path / ".other.0123abcd.partial.mp4"
     stale.write_bytes(b"left by kill -9")
     other.write_bytes(b"another output's")
-    proc = _slow_run(out, tiny_model)
+    proc = _slow_run(out, tiny_model, "--adapt-steps", "100000")     # still adapting when the signal comes
     _wait_for(lambda: not stale.exists() and leftovers(tmp_path) != [other.name], proc)
     time.sleep(0.5)
     proc.send_signal(sig)
@@ -192,7 +192,7 @@ def test_sigterm_keeps_a_resumable_job(tmp_path, tiny_model) -> None:
 
     out = tmp_path / "out.mp4"
     job = job_folder(out)
-    proc = _slow_run(out, tiny_model, "--resume")
+    proc = _slow_run(out, tiny_model, "--resume", "--adapt-every", "0.5")   # long after its first segment
     def segments() -> list:
         try:
             return json.loads((job / "manifest.json").read_text())["segments"]
@@ -204,7 +204,7 @@ def test_sigterm_keeps_a_resumable_job(tmp_path, tiny_model) -> None:
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143 and "Traceback" not in err, err
     assert job.is_dir() and leftovers(tmp_path) == [] and not out.exists()
-    proc = _slow_run(out, tiny_model, "--resume")
+    proc = _slow_run(out, tiny_model, "--resume", "--adapt-every", "0.5")
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert len(decoded_rgb(out)) == 144 and not job.exists() and leftovers(tmp_path) == []
