@@ -367,7 +367,7 @@ def finetune(module: nn.Module, windows: list[TrainingWindow | np.ndarray], op: 
     res = AdaptResult(frame_index=frame_index, time_s=time_s,
                       aligned_neighbours=sum(0 if w.neighbours is None else len(w.neighbours) for w in windows),
                       steps_planned=cfg.steps)
-    # channels_last: oneDNN's convolutions ran about twice as fast as NCHW here (docs/speed.md)
+    # channels_last: oneDNN picks faster convolution kernels for it on CPUs (docs/adaptation.md, "Models users bring")
     net = copy.deepcopy(module).train().to(memory_format=torch.channels_last)
     reference_net = copy.deepcopy(module).eval() if cfg.null_weight else None
     start = {k: v.detach().clone() for k, v in net.state_dict().items()}
